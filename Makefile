@@ -1,0 +1,26 @@
+# Tether — common tasks. `make test` is THE test command (CI runs it through .ci/run).
+SHELL := /bin/bash
+VENV ?= $(or $(TETHER_VENV),.venv)
+ARGS ?=
+RUN_ARGS ?=
+
+.PHONY: deps run test lint proto images
+
+deps:          ## Debian packages + venv with the project and its test tools
+	bash scripts/install-deps.sh
+
+run: deps      ## run the daemon with its defaults (extra flags: RUN_ARGS='...')
+	$(VENV)/bin/tether serve $(RUN_ARGS)
+
+test:          ## deps, lint, then pytest in a private netns (pytest args: ARGS='-k foo')
+	bash scripts/test.sh $(ARGS)
+
+lint:          ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+proto:         ## regenerate the CRI gRPC stubs
+	$(VENV)/bin/python tools/gen_proto.py
+
+images:        ## build the offline test images (cached)
+	bash tests/images/build.sh

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# scripts/test.sh [PYTEST ARGS...] — THE test command (`make test` runs it; so does CI).
+#   1. scripts/install-deps.sh (Debian packages, venv, pip install -e '.[test]')
+#   2. ruff check . and mypy (config in pyproject.toml)   [TETHER_SKIP_LINT=1 skips]
+#   3. pytest inside a fresh network namespace (`unshare --net --fork`, lo up; the mount
+#      namespace is kept, as runc needs /sys/fs/cgroup), so nothing a test starts can
+#      reach the host's network.
+# Extra arguments go to pytest:  scripts/test.sh -k registry   |   make test ARGS='-x'
+# Exit code: pytest's (5, "no tests collected", counts as a failure); when pytest passes
+# but ruff or mypy failed, theirs (lint failures do not stop the tests from running).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${TETHER_VENV:-$REPO/.venv}
+cd "$REPO"
+start=$(date +%s)
+elapsed() { local s=$(($(date +%s) - start)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+step() { printf '\n==> %s\n' "$*"; }
+trap 'rc=$?; echo "scripts/test.sh: exit $rc, elapsed $(elapsed)"' EXIT
+
+step "install-deps"
+bash "$REPO/scripts/install-deps.sh"
+
+lint_rc=0
+if [ "${TETHER_SKIP_LINT:-0}" != 1 ]; then
+  step "ruff check ."
+  "$VENV/bin/ruff" check . || lint_rc=$?
+  step "mypy"
+  "$VENV/bin/mypy" || { r=$?; [ "$lint_rc" -ne 0 ] || lint_rc=$r; }
+  [ "$lint_rc" -eq 0 ] || echo "scripts/test.sh: LINT FAILED (exit $lint_rc); running the tests anyway" >&2
+fi
+
+step "pytest $* (in a private network namespace)"
+TETHER_HOST_NETNS_INO=$(stat -L -c %i /proc/self/ns/net)
+export TETHER_HOST_NETNS_INO
+set +e
+unshare --net --fork --kill-child -- \
+  bash "$REPO/scripts/in-test-netns.sh" "$VENV/bin/python" -m pytest "$@"
+rc=$?
+set -e
+
+if [ "$rc" -eq 5 ]; then
+  echo "scripts/test.sh: pytest collected no tests (exit 5): failing" >&2
+fi
+if [ "$rc" -eq 0 ] && [ "$lint_rc" -ne 0 ]; then
+  echo "scripts/test.sh: tests passed but lint failed" >&2
+  rc=$lint_rc
+fi
+exit "$rc"

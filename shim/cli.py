@@ -1,0 +1,94 @@
+"""The ``tether`` command: ``serve`` runs the daemon, ``config`` prints the effective config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from shim import config as configmod
+from shim import log
+from shim.socket import SocketGuard, SocketInUse
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+# CLI flag -> dotted config key; a flag given on the command line overrides every file.
+_OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
+    ("--root", "paths.root", str, "state directory (store, images, snapshots)"),
+    ("--run-dir", "paths.run", str, "runtime directory (namespace pins, runtime state)"),
+    ("--listen", "server.listen", str, "CRI unix socket path"),
+    ("--cgroup-driver", "runtime.cgroup_driver", str, "cgroupfs or systemd"),
+    ("--default-runtime", "runtime.default_handler", str, "default runtime handler"),
+    ("--cni-conf-dir", "network.conf_dir", str, "CNI network config directory"),
+    ("--metrics-address", "metrics.address", str, "metrics listen address"),
+    ("--metrics-port", "metrics.port", int, "metrics listen port"),
+    ("--log-level", "logging.level", str, "debug, info, warning or error"),
+    ("--log-format", "logging.format", str, "auto, json or console"),
+    ("--registries-conf", "images.registries_conf", str, "containers-registries.conf path"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tether", description="A Kubernetes CRI runtime.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_ in (("serve", "run the CRI daemon"), ("config", "print the effective config")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument(
+            "--config", help=f"config file (default {configmod.DEFAULT_CONFIG_FILE}, optional)"
+        )
+        sp.add_argument(
+            "--config-dir", default=configmod.DEFAULT_DROPIN_DIR, help="drop-in directory"
+        )
+        for flag, key, typ, help_text in _OVERRIDES:
+            sp.add_argument(flag, dest=key, type=typ, help=help_text)
+        sp.add_argument(
+            "--no-metrics", dest="metrics.enabled", action="store_const", const=False,
+            help="do not serve /metrics",
+        )
+    return p
+
+
+def sources_from_args(args: argparse.Namespace) -> configmod.ConfigSources:
+    overrides: list[tuple[str, Any]] = []
+    for _, key, _, _ in _OVERRIDES:
+        value = getattr(args, key)
+        if value is not None:
+            overrides.append((key, value))
+    if getattr(args, "metrics.enabled") is not None:
+        overrides.append(("metrics.enabled", False))
+    return configmod.ConfigSources(
+        file=args.config or configmod.DEFAULT_CONFIG_FILE,
+        file_required=args.config is not None,
+        dropin_dir=args.config_dir,
+        overrides=tuple(overrides),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sources = sources_from_args(args)
+    try:
+        cfg = configmod.load(sources)
+    except configmod.ConfigError as e:
+        print(f"tether: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "config":
+        sys.stdout.write(cfg.to_toml())
+        return 0
+    log.configure(cfg.logging.level, cfg.logging.format)
+    from shim.daemon import Daemon  # keep `tether config` light
+
+    guard = SocketGuard(cfg.server.listen)
+    try:
+        guard.acquire()
+    except SocketInUse as e:
+        print(f"tether: {e}", file=sys.stderr)
+        return EXIT_STARTUP
+    asyncio.run(Daemon(cfg, sources, guard).serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

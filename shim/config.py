@@ -1,0 +1,359 @@
+"""Tether's configuration: a TOML file, drop-ins merged in order, then CLI overrides.
+
+The schema is a tree of dataclasses; loading walks it, so an unknown key or a value of the wrong
+type fails with the dotted key named. ``ConfigError`` is what the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin, get_type_hints
+
+import tomli_w
+
+DEFAULT_CONFIG_FILE = "/etc/tether/tether.toml"
+DEFAULT_DROPIN_DIR = "/etc/tether/tether.d"
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+CGROUP_DRIVERS = ("cgroupfs", "systemd")
+
+
+class ConfigError(Exception):
+    """A config file or flag that cannot be used; the message names the key (and file)."""
+
+
+@dataclass
+class PathsConfig:
+    root: str = "/var/lib/tether"
+    run: str = "/run/tether"
+
+
+@dataclass
+class ServerConfig:
+    # The CRI socket; both RuntimeService and ImageService are served on it.
+    listen: str = "/run/tether/tether.sock"
+    # How long in-flight RPCs may run on after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass
+class HandlerConfig:
+    # OCI runtime binary (runc, crun) and its state root.
+    path: str = ""
+    root: str = ""
+
+
+def _default_handlers() -> dict[str, HandlerConfig]:
+    return {
+        "runc": HandlerConfig(path="/usr/sbin/runc", root="/run/tether/runc"),
+        "crun": HandlerConfig(path="/usr/bin/crun", root="/run/tether/crun"),
+    }
+
+
+@dataclass
+class RuntimeConfig:
+    default_handler: str = "runc"
+    handlers: dict[str, HandlerConfig] = field(default_factory=_default_handlers)
+    cgroup_driver: str = "cgroupfs"
+    conmon: str = "/usr/bin/conmon"
+    pause_holder: str = "/usr/bin/catatonit"
+    pids_limit: int = 0  # 0: no limit from the runtime's side
+
+
+@dataclass
+class NetworkConfig:
+    conf_dir: str = "/etc/cni/net.d"
+    plugin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    plugin_timeout_seconds: float = 60.0
+
+
+@dataclass
+class ImagesConfig:
+    # containers-registries.conf(5) v2 file; "" means built-in defaults (docker.io search).
+    registries_conf: str = ""
+    # auth.json-format credentials used when a PullImage request carries none.
+    auth_file: str = ""
+    insecure_registries: list[str] = field(default_factory=list)
+    # registry host -> mirror hosts tried first, in order.
+    mirrors: dict[str, list[str]] = field(default_factory=dict)
+    pause_image: str = ""
+    pull_progress_timeout_seconds: float = 300.0
+
+
+@dataclass
+class MetricsConfig:
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9090
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "info"
+    # auto: JSON lines when stderr is not a terminal, console output when it is.
+    format: str = "auto"
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+# Keys that SIGHUP applies without a restart.
+LIVE_KEYS = frozenset({"logging.level", "logging.format"})
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the typed value."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"key '{key}': must be a table")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"key '{key}': must be {_describe(tp)}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"key '{key}': must be a table")
+        return {
+            str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items() if k != _ORIGIN
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"key '{key}': must be true or false (got {value!r})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"key '{key}': must be an integer (got {value!r})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"key '{key}': must be a number (got {value!r})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"key '{key}': must be a string (got {value!r})")
+        return value
+    raise ConfigError(f"key '{key}': unsupported type {tp}")
+
+
+def _build(cls: Any, data: Mapping[str, Any], prefix: str = "", base: Any = None) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names and key != _ORIGIN:
+            dotted = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown key '{dotted}'")
+    obj = base if base is not None else cls()
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        setattr(obj, f.name, _coerce(data[f.name], hints[f.name], dotted))
+    return obj
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge tables; later values win; lists are replaced, not appended (as CRI-O does)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span more than a type: enumerations, ranges, cross-references."""
+    if cfg.logging.level not in LOG_LEVELS:
+        raise ConfigError(
+            f"key 'logging.level': must be one of {', '.join(LOG_LEVELS)} "
+            f"(got {cfg.logging.level!r})"
+        )
+    if cfg.logging.format not in LOG_FORMATS:
+        raise ConfigError(
+            f"key 'logging.format': must be one of {', '.join(LOG_FORMATS)} "
+            f"(got {cfg.logging.format!r})"
+        )
+    if cfg.runtime.cgroup_driver not in CGROUP_DRIVERS:
+        raise ConfigError(
+            f"key 'runtime.cgroup_driver': must be one of {', '.join(CGROUP_DRIVERS)} "
+            f"(got {cfg.runtime.cgroup_driver!r})"
+        )
+    if not cfg.runtime.handlers:
+        raise ConfigError("key 'runtime.handlers': at least one runtime handler is needed")
+    if cfg.runtime.default_handler not in cfg.runtime.handlers:
+        raise ConfigError(
+            f"key 'runtime.default_handler': {cfg.runtime.default_handler!r} is not one of "
+            f"runtime.handlers ({', '.join(sorted(cfg.runtime.handlers))})"
+        )
+    for name, h in cfg.runtime.handlers.items():
+        if not h.path:
+            raise ConfigError(f"key 'runtime.handlers.{name}.path': must name the runtime binary")
+        if not h.root:
+            h.root = os.path.join(cfg.paths.run, name)
+    if not 0 < cfg.metrics.port < 65536:
+        raise ConfigError(f"key 'metrics.port': must be 1..65535 (got {cfg.metrics.port})")
+    try:
+        ipaddress.ip_address(cfg.metrics.address)
+    except ValueError as e:
+        raise ConfigError(
+            f"key 'metrics.address': must be an IP address (got {cfg.metrics.address!r})"
+        ) from e
+    for key, value in (
+        ("paths.root", cfg.paths.root),
+        ("paths.run", cfg.paths.run),
+        ("server.listen", cfg.server.listen),
+        ("network.conf_dir", cfg.network.conf_dir),
+    ):
+        if not os.path.isabs(value):
+            raise ConfigError(f"key '{key}': must be an absolute path (got {value!r})")
+    if cfg.server.shutdown_grace_seconds < 0:
+        raise ConfigError("key 'server.shutdown_grace_seconds': must be >= 0")
+    if cfg.network.plugin_timeout_seconds <= 0:
+        raise ConfigError("key 'network.plugin_timeout_seconds': must be > 0")
+    if cfg.images.pull_progress_timeout_seconds <= 0:
+        raise ConfigError("key 'images.pull_progress_timeout_seconds': must be > 0")
+    if cfg.runtime.pids_limit < 0:
+        raise ConfigError("key 'runtime.pids_limit': must be >= 0 (0 = no limit)")
+
+
+@dataclass(frozen=True)
+class ConfigSources:
+    """Where the effective config comes from; kept so SIGHUP can load it again."""
+
+    file: str = DEFAULT_CONFIG_FILE
+    file_required: bool = False
+    dropin_dir: str = DEFAULT_DROPIN_DIR
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def load(sources: ConfigSources) -> Config:
+    """Defaults < main file < drop-ins in lexical order < CLI overrides."""
+    # Handler tables merge with the built-in ones: a drop-in adds kata without losing runc.
+    data: dict[str, Any] = {
+        "runtime": {"handlers": {n: {"path": h.path} for n, h in _default_handlers().items()}}
+    }
+    if os.path.exists(sources.file) or sources.file_required:
+        data = _merge(data, _with_file(sources.file, _read_toml(sources.file)))
+    for path in sorted(glob.glob(os.path.join(sources.dropin_dir, "*.toml"))):
+        data = _merge(data, _with_file(path, _read_toml(path)))
+    for dotted, value in sources.overrides:
+        _set_dotted(data, dotted, value)
+    try:
+        cfg = _build(Config, data)
+        # Derived default: the socket follows the run dir unless set (handler roots: validate).
+        if "listen" not in data.get("server", {}):
+            cfg.server.listen = os.path.join(cfg.paths.run, "tether.sock")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(_origin(data, str(e))) from None
+    return cfg
+
+
+# Each file's tables are tagged with their origin, so an error can name the file.
+_ORIGIN = "\0origin"
+
+
+def _with_file(path: str, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out[k] = _with_file(path, v) if isinstance(v, dict) else v
+    out[_ORIGIN] = path
+    return out
+
+
+def _origin(data: dict[str, Any], message: str) -> str:
+    """Prefix the message with the file that set the offending key, when known."""
+    # The key is quoted in the message: follow it down the tables to the last origin tag.
+    try:
+        key = message.split("'")[1]
+    except IndexError:
+        return message
+    node: Any = data
+    origin = data.get(_ORIGIN)
+    for part in key.split("[")[0].split("."):
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+        if isinstance(node, dict) and _ORIGIN in node:
+            origin = node[_ORIGIN]
+    return f"{origin}: {message}" if origin else message
+
+
+def strip_origins(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: strip_origins(v) for k, v in data.items() if k != _ORIGIN}
+    return data
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        dotted = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, Mapping):
+            out.update(flatten(v, dotted))
+        else:
+            out[dotted] = v
+    return out
+
+
+def diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ: key -> (old, new)."""
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}

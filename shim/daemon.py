@@ -1,0 +1,164 @@
+"""The daemon: owns the config, the store and the managers; runs the gRPC server.
+
+``tether serve`` builds one ``Daemon`` and runs it until SIGTERM/SIGINT. Shutdown stops taking
+RPCs, lets in-flight ones finish (bounded), closes the store and removes the socket; pods and
+containers are left running on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from cni.manager import CNIManager
+from shim import config as configmod
+from shim import log, metrics, rpc
+from shim.cri import api_pb2, api_pb2_grpc
+from shim.errors import Unimplemented
+from shim.interceptor import Interceptor
+from shim.socket import SocketGuard
+from shim.store import Store
+
+
+class Daemon:
+    def __init__(
+        self, cfg: configmod.Config, sources: configmod.ConfigSources, guard: SocketGuard
+    ) -> None:
+        # The caller holds the socket lock already: nothing below may touch shared state first.
+        self.guard = guard
+        self.config = cfg
+        self.sources = sources
+        self.logger = log.get("daemon")
+        os.makedirs(cfg.paths.root, mode=0o700, exist_ok=True)
+        os.makedirs(cfg.paths.run, mode=0o750, exist_ok=True)
+        self.store = Store(os.path.join(cfg.paths.root, "tether.db"))
+        net = cfg.network
+        self.cni = CNIManager(
+            net.conf_dir,
+            net.plugin_dirs,
+            os.path.join(cfg.paths.root, "cni"),
+            timeout=net.plugin_timeout_seconds,
+        )
+        self._server: grpc.aio.Server | None = None
+        self._stop = asyncio.Event()
+
+    # --- readiness, used by Status -------------------------------------------------------
+    def runtime_ready(self) -> tuple[bool, str, str]:
+        handler = self.config.runtime.handlers[self.config.runtime.default_handler]
+        for what, path in (("OCI runtime", handler.path), ("conmon", self.config.runtime.conmon)):
+            if not os.access(path, os.X_OK):
+                return False, "RuntimeNotReady", f"{what} {path} is not an executable file"
+        return True, "", ""
+
+    async def network_ready(self) -> tuple[bool, str]:
+        return await self.cni.status()
+
+    # --- the gRPC server -------------------------------------------------------------------
+    def _servicer(self, service: str) -> Any:
+        """An object with one coroutine per method of the service: a handler or UNIMPLEMENTED."""
+        methods: dict[str, Callable[..., Any]] = {}
+        for m in api_pb2.DESCRIPTOR.services_by_name[service].methods:
+            fn = rpc.HANDLERS.get(m.name)
+            methods[m.name] = (
+                _bind(self, fn, m.server_streaming)
+                if fn
+                else _unimplemented(service, m.name, m.server_streaming)
+            )
+        return type(service, (), methods)()
+
+    async def serve(self) -> None:
+        cfg = self.config
+        guard = self.guard
+        try:
+            server = grpc.aio.server(interceptors=[Interceptor()])
+            api_pb2_grpc.add_RuntimeServiceServicer_to_server(
+                self._servicer("RuntimeService"), server
+            )
+            api_pb2_grpc.add_ImageServiceServicer_to_server(self._servicer("ImageService"), server)
+            old_umask = os.umask(0o117)  # the socket is born 0660, no window at a wider mode
+            try:
+                server.add_insecure_port(f"unix://{cfg.server.listen}")
+                await server.start()
+            finally:
+                os.umask(old_umask)
+            guard.secure()
+            self._server = server
+            if cfg.metrics.enabled:
+                metrics.serve(cfg.metrics.address, cfg.metrics.port)
+            self._install_signals()
+            self.logger.info(
+                "serving",
+                socket=cfg.server.listen,
+                metrics=f"{cfg.metrics.address}:{cfg.metrics.port}" if cfg.metrics.enabled else "",
+                pid=os.getpid(),
+            )
+            await self._stop.wait()
+            self.logger.info("shutting down", grace_seconds=cfg.server.shutdown_grace_seconds)
+            await server.stop(cfg.server.shutdown_grace_seconds)
+        finally:
+            self.store.close()
+            guard.release()
+            self.logger.info("stopped")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def reload(self) -> None:
+        """SIGHUP: load the config again; apply what can change live, log the rest."""
+        try:
+            new = configmod.load(self.sources)
+        except configmod.ConfigError as e:
+            self.logger.error("config reload failed; keeping the running config", error=str(e))
+            return
+        changes = configmod.diff(self.config, new)
+        if not changes:
+            self.logger.info("config reloaded; nothing changed")
+            return
+        applied = {k: v for k, v in changes.items() if k in configmod.LIVE_KEYS}
+        pending = sorted(k for k in changes if k not in configmod.LIVE_KEYS)
+        self.config.logging = new.logging
+        log.configure(new.logging.level, new.logging.format)
+        self.logger.info(
+            "config reloaded",
+            applied={k: {"old": o, "new": n} for k, (o, n) in applied.items()},
+            needs_restart=pending,
+        )
+
+
+def _bind(daemon: Daemon, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+    if streaming:
+
+        async def stream(self: Any, request: Any, context: Any) -> Any:
+            async for item in fn(daemon, request, context):
+                yield item
+
+        return stream
+
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        return await fn(daemon, request, context)
+
+    return unary
+
+
+def _unimplemented(service: str, method: str, streaming: bool) -> Callable[..., Any]:
+    message = f"{method} is not implemented by tether yet ({service})"
+    if streaming:
+
+        async def stream(self: Any, request: Any, context: Any) -> Any:
+            raise Unimplemented(message)
+            yield  # makes this an async generator
+
+        return stream
+
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        raise Unimplemented(message)
+
+    return unary

@@ -1,0 +1,146 @@
+"""The one gRPC interceptor: request id, one log line per RPC, metrics, errors to codes.
+
+Handlers raise ``shim.errors.TetherError`` subclasses; this is the only place that turns
+them into gRPC status codes. Anything else is a bug: logged with its traceback, INTERNAL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+import structlog
+
+from shim import log, metrics
+from shim.errors import TetherError
+
+# Request fields worth a place in the log line, when the message has them.
+_ID_FIELDS = ("pod_sandbox_id", "container_id")
+
+
+def _ids(request: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    fields = request.DESCRIPTOR.fields_by_name
+    for name in _ID_FIELDS:
+        if name in fields:
+            value = getattr(request, name)
+            if value:
+                out[name] = value
+    if "config" in fields and request.HasField("config"):
+        md = getattr(request.config, "metadata", None)
+        pod_name = getattr(md, "name", None)
+        if isinstance(pod_name, str) and pod_name:
+            out["name"] = pod_name
+    if "image" in fields and request.HasField("image"):
+        out["image"] = request.image.image
+    return out
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str):
+            return value[:64]
+    return uuid.uuid4().hex[:16]
+
+
+class _Call:
+    """Bookkeeping of one RPC: binds the log context, records the outcome once."""
+
+    def __init__(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.start = time.monotonic()
+        self.code = grpc.StatusCode.OK
+        self.ids = _ids(request)
+        self.tokens = structlog.contextvars.bind_contextvars(
+            request_id=_request_id(context), method=method
+        )
+
+    async def fail(self, exc: BaseException) -> NoReturn:
+        logger = log.get("rpc")
+        if isinstance(exc, TetherError):
+            self.code = exc.code
+            if exc.detail:
+                logger.debug("error detail", detail=exc.detail, **self.ids)
+            await self.context.abort(exc.code, exc.message)
+        logger.exception("unexpected error", **self.ids)
+        self.code = grpc.StatusCode.INTERNAL
+        await self.context.abort(grpc.StatusCode.INTERNAL, f"{self.method}: internal error: {exc}")
+        raise AssertionError("unreachable: abort raises")
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self.start
+        if self.code == grpc.StatusCode.OK:
+            # An abort from the handler itself (context.abort) sets the context's code.
+            code = self.context.code()
+            if isinstance(code, grpc.StatusCode):
+                self.code = code
+        metrics.OPERATIONS.labels(self.method).inc()
+        metrics.OPERATION_LATENCY.labels(self.method).observe(elapsed)
+        logger = log.get("rpc")
+        fields = dict(self.ids, code=self.code.name, duration_ms=round(elapsed * 1000, 3))
+        if self.code != grpc.StatusCode.OK:
+            metrics.OPERATION_ERRORS.labels(self.method, self.code.name).inc()
+            logger.info("rpc failed", **fields)
+        else:
+            logger.info("rpc", **fields)
+        structlog.contextvars.reset_contextvars(**self.tokens)
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, request, context)
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.finish()
+
+    return handler
+
+
+def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, request, context)
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.finish()
+
+    return handler
+
+
+class Interceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,42 @@
+"""Status: RuntimeReady and NetworkReady, plus the effective config when verbose."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("Status")
+async def status(d: Daemon, req: pb.StatusRequest, ctx: object) -> pb.StatusResponse:
+    runtime_ok, runtime_reason, runtime_msg = d.runtime_ready()
+    net_ok, net_msg = await d.network_ready()
+    conditions = [
+        pb.RuntimeCondition(
+            type="RuntimeReady", status=runtime_ok, reason=runtime_reason, message=runtime_msg
+        ),
+        pb.RuntimeCondition(
+            type="NetworkReady",
+            status=net_ok,
+            reason="" if net_ok else "NetworkPluginNotReady",
+            message="" if net_ok else net_msg,
+        ),
+    ]
+    resp = pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions))
+    for name in sorted(d.config.runtime.handlers):
+        resp.runtime_handlers.append(
+            pb.RuntimeHandler(
+                name=name,
+                features=pb.RuntimeHandlerFeatures(
+                    recursive_read_only_mounts=False, user_namespaces=False
+                ),
+            )
+        )
+    if req.verbose:
+        resp.info["config"] = json.dumps(d.config.to_dict(), sort_keys=True)
+    return resp

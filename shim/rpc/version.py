@@ -1,0 +1,34 @@
+"""Version: who we are and which CRI version we speak."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+RUNTIME_NAME = "tether"
+# The kubelet's runtime API version string; every CRI runtime reports 0.1.0 here.
+KUBELET_API_VERSION = "0.1.0"
+RUNTIME_API_VERSION = "v1"
+
+
+def runtime_version() -> str:
+    try:
+        return version("tether")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+source"
+
+
+@rpc("Version")
+async def version_rpc(d: Daemon, req: pb.VersionRequest, ctx: object) -> pb.VersionResponse:
+    return pb.VersionResponse(
+        version=KUBELET_API_VERSION,
+        runtime_name=RUNTIME_NAME,
+        runtime_version=runtime_version(),
+        runtime_api_version=RUNTIME_API_VERSION,
+    )
