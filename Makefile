@@ -9,8 +9,8 @@ RUN_ARGS ?=
 deps:          ## Debian packages + venv with the project and its test tools
 	bash scripts/install-deps.sh
 
-run: deps      ## run the daemon with its defaults (extra flags: RUN_ARGS='...')
-	$(VENV)/bin/tether serve $(RUN_ARGS)
+run:           ## deps, default CNI network if none, then the daemon (flags: RUN_ARGS='...')
+	bash scripts/run.sh $(RUN_ARGS)
 
 test:          ## deps, lint, then pytest in a private netns (pytest args: ARGS='-k foo')
 	bash scripts/test.sh $(ARGS)

@@ -137,6 +137,23 @@ class ResultCache:
             out.append(entry)
         return out
 
+    def container_ids(self) -> set[str]:
+        """Container ids that have a valid cache entry (used to find orphans after a crash)."""
+        try:
+            names = os.listdir(self.results_dir)
+        except FileNotFoundError:
+            return set()
+        ids = set()
+        for name in names:
+            if name.startswith(".tmp-"):
+                continue
+            try:
+                with open(os.path.join(self.results_dir, name), "rb") as f:
+                    ids.add(CacheEntry.from_json(json.loads(f.read())).container_id)
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+        return ids
+
     def remove(self, network_name: str, container_id: str, ifname: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(network_name, container_id, ifname))

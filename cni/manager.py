@@ -121,6 +121,9 @@ class CNIManager:
             self._cache.remove(att.cache_name, rt.container_id, rt.ifname)
         log.info("cni del", sandbox_id=pod.sandbox_id, network=att.network.name)
 
+    def cached_container_ids(self) -> set[str]:
+        return self._cache.container_ids()
+
     def cached_result(self, sandbox_id: str, ifname: str | None = None) -> NetworkResult | None:
         entries = [e for e in self._cache.find(sandbox_id, ifname) if e.result]
         if not entries:

@@ -21,7 +21,7 @@ PKGS=(
   skopeo umoci docker-registry busybox-static               # test images and registry
   apache2-utils                                             # htpasswd (bcrypt) for registry auth tests
   iproute2 iptables util-linux containerd                   # netns/veth, nsenter/unshare, reference runtime
-  jq curl socat file make
+  python3 python3-venv zstd jq curl socat file make        # venv, zstd layers, tools
 )
 # units shipped by the packages above that must never run on their own
 UNITS=(docker-registry.service containerd.service)

@@ -33,6 +33,7 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tether", description="A Kubernetes CRI runtime.")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("bench", help="benchmark a CRI endpoint (see `tether bench --help`)")
     for name, help_ in (("serve", "run the CRI daemon"), ("config", "print the effective config")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument(
@@ -67,6 +68,12 @@ def sources_from_args(args: argparse.Namespace) -> configmod.ConfigSources:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        # The benchmark has its own argument parser; it talks CRI to any endpoint.
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     sources = sources_from_args(args)
     try:

@@ -16,10 +16,12 @@ from typing import Any
 import grpc
 
 from cni.manager import CNIManager
+from podsandbox.manager import SandboxManager
 from shim import config as configmod
 from shim import log, metrics, rpc
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
+from shim.images import ImageManager
 from shim.interceptor import Interceptor
 from shim.socket import SocketGuard
 from shim.store import Store
@@ -44,6 +46,8 @@ class Daemon:
             os.path.join(cfg.paths.root, "cni"),
             timeout=net.plugin_timeout_seconds,
         )
+        self.images = ImageManager(cfg, self.store)
+        self.sandboxes = SandboxManager(cfg, self.store, self.cni)
         self._server: grpc.aio.Server | None = None
         self._stop = asyncio.Event()
 
@@ -75,6 +79,8 @@ class Daemon:
         cfg = self.config
         guard = self.guard
         try:
+            await self.sandboxes.reconcile()
+            await self.images.reconcile()
             server = grpc.aio.server(interceptors=[Interceptor()])
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(
                 self._servicer("RuntimeService"), server
@@ -101,6 +107,7 @@ class Daemon:
             self.logger.info("shutting down", grace_seconds=cfg.server.shutdown_grace_seconds)
             await server.stop(cfg.server.shutdown_grace_seconds)
         finally:
+            await self.images.close()
             self.store.close()
             guard.release()
             self.logger.info("stopped")

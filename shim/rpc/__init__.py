@@ -1,6 +1,20 @@
 """CRI handlers, one module per call (or per small group of calls), registered by name."""
 
-from shim.rpc import runtime_config, status, version  # noqa: F401  (registration)
+from shim.rpc import (  # noqa: F401  (registration)
+    image_fs_info,
+    image_list,
+    image_pull,
+    image_remove,
+    image_status,
+    runtime_config,
+    sandbox_list,
+    sandbox_remove,
+    sandbox_run,
+    sandbox_status,
+    sandbox_stop,
+    status,
+    version,
+)
 from shim.rpc.registry import HANDLERS
 
 __all__ = ["HANDLERS"]

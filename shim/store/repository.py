@@ -18,6 +18,7 @@ from shim.store import db
 from shim.store.records import ContainerRecord, ImageRecord, Record, SandboxRecord
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 class Repository(Generic[R]):
@@ -37,6 +38,16 @@ class Repository(Generic[R]):
 
     def list(self, pred: Callable[[R], bool] | None = None) -> builtins.list[R]:
         return [r.copy() for r in self._index.values() if pred is None or pred(r)]
+
+    def scan(self, fn: Callable[[R], T | None]) -> builtins.list[T]:
+        """Apply a read-only ``fn`` to each record without copying it; keep non-None results.
+        For hot paths (List calls) that only convert records; ``fn`` must not mutate."""
+        out = []
+        for rec in self._index.values():
+            value = fn(rec)
+            if value is not None:
+                out.append(value)
+        return out
 
     def ids(self) -> builtins.list[str]:
         return list(self._index)

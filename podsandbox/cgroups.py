@@ -1,0 +1,170 @@
+"""Pod cgroups on cgroup v1, v2 and hybrid hosts, for the cgroupfs and systemd drivers.
+
+The systemd driver is handled as systemd names things (``a-b-c.slice`` lives under
+``a.slice/a-b.slice/``); the directories are made directly, which works whether or not systemd
+is the init (it is not on every node, nor on this project's CI machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+from dataclasses import dataclass
+from functools import lru_cache
+
+from shim.errors import InvalidArgument
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+DEFAULT_PARENT = {"cgroupfs": "/tether", "systemd": "tether.slice"}
+_OWN_PARENTS = {"tether", "tether.slice"}
+_SLICE = re.compile(r"^[A-Za-z0-9_.:\\-]+\.slice$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each hierarchy is mounted: v1 controllers by name, and the v2 tree if any."""
+
+    v1: tuple[tuple[str, str], ...]  # (controller name, mount point)
+    v2: str | None
+
+    @property
+    def mode(self) -> str:
+        if self.v2 and not self.v1:
+            return "v2"
+        return "hybrid" if self.v2 else "v1"
+
+    def mountpoints(self) -> tuple[str, ...]:
+        points = [m for _, m in self.v1]
+        if self.v2:
+            points.append(self.v2)
+        return tuple(dict.fromkeys(points))  # co-mounted controllers share one point
+
+
+@lru_cache(maxsize=1)
+def layout() -> Layout:
+    v1: list[tuple[str, str]] = []
+    v2: str | None = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, opts = right.split()[:3]
+            point = left.split()[4]
+            if fstype == "cgroup2":
+                v2 = point
+            elif fstype == "cgroup":
+                names = [o for o in opts.split(",") if o not in ("rw", "ro", "relatime")]
+                for n in names:
+                    v1.append((n.removeprefix("name="), point))
+    return Layout(tuple(v1), v2)
+
+
+def expand_slice(name: str) -> str:
+    """``kubepods-besteffort-pod1.slice`` -> ``kubepods.slice/kubepods-besteffort.slice/...``."""
+    if name == "-.slice":
+        return ""
+    stem = name.removesuffix(".slice")
+    parts = stem.split("-")
+    out = []
+    for i in range(1, len(parts) + 1):
+        out.append("-".join(parts[:i]) + ".slice")
+    return "/".join(out)
+
+
+def pod_cgroup(parent: str, driver: str, sandbox_id: str) -> str:
+    """The pause-holder's cgroup, relative to each hierarchy's root. Pure: raises on bad input."""
+    parent = parent or DEFAULT_PARENT[driver]
+    if driver == "systemd":
+        if not _SLICE.match(parent) or "/" in parent:
+            raise InvalidArgument(
+                f"linux.cgroup_parent {parent!r}: the systemd cgroup driver needs a slice name "
+                f"such as 'kubepods-besteffort-pod123.slice'"
+            )
+        return f"{expand_slice(parent)}/tether-{sandbox_id}.scope".lstrip("/")
+    if not parent.startswith("/"):
+        raise InvalidArgument(
+            f"linux.cgroup_parent {parent!r}: the cgroupfs driver needs an absolute path"
+        )
+    parts = [p for p in parent.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise InvalidArgument(f"linux.cgroup_parent {parent!r}: must not contain '.' or '..'")
+    return "/".join([*parts, f"tether-{sandbox_id}"])
+
+
+def _copy_cpuset(directory: str) -> None:
+    """v1 cpuset: a new cgroup starts with no cpus/mems and refuses tasks until given some."""
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            if f.read().strip():
+                continue
+        with open(os.path.join(os.path.dirname(directory), name)) as f:
+            value = f.read().strip()
+        with open(path, "w") as f:
+            f.write(value)
+
+
+def create(relpath: str) -> tuple[list[str], list[str]]:
+    """Make the cgroup in every hierarchy; return (cgroup.procs files, relpaths we created).
+
+    Missing parents are made too (as runc does), and reported so removal can undo them. A
+    concurrent removal of an empty parent (another pod's cleanup) is retried: once the leaf
+    exists, its parents cannot be removed under it.
+    """
+    created: list[str] = []
+    procs: list[str] = []
+    parts = relpath.split("/")
+    for point in layout().mountpoints():
+        for _attempt in range(10):
+            try:
+                for i in range(1, len(parts) + 1):
+                    rel = "/".join(parts[:i])
+                    d = os.path.join(point, rel)
+                    try:
+                        os.mkdir(d, 0o755)
+                    except FileExistsError:
+                        continue
+                    if rel not in created:
+                        created.append(rel)
+                    _copy_cpuset(d)
+                break
+            except FileNotFoundError:
+                continue
+        procs.append(os.path.join(point, relpath, "cgroup.procs"))
+    return procs, created
+
+
+def remove(relpath: str, created: list[str]) -> None:
+    """Remove the pod's cgroup, then parents this pod created, or Tether's default parent,
+    when they are empty (kubelet-made parents are the kubelet's to remove)."""
+    parts = relpath.split("/")
+    ours = {"/".join(parts[:i]) for i in range(1, len(parts)) if parts[i - 1] in _OWN_PARENTS}
+    for rel in sorted({relpath, *created, *ours}, key=lambda r: -r.count("/")):
+        for point in layout().mountpoints():
+            d = os.path.join(point, rel)
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                # A parent another pod still uses, or a leaf with live tasks: leave it.
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+
+
+def exists(relpath: str) -> bool:
+    return any(os.path.isdir(os.path.join(p, relpath)) for p in layout().mountpoints())
+
+
+def kill_all(relpath: str) -> None:
+    """SIGKILL whatever is left in the cgroup (v1 has no cgroup.kill)."""
+    for point in layout().mountpoints():
+        path = os.path.join(point, relpath, "cgroup.procs")
+        with contextlib.suppress(OSError), open(path) as f:
+            for pid in f.read().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)

@@ -1,0 +1,60 @@
+"""Files a pod's containers mount: /etc/hostname, /etc/resolv.conf and a /dev/shm tmpfs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+from cni.types import DNSConfig
+from podsandbox import kernel
+
+SHM_SIZE = 64 * 1024 * 1024
+NODE_RESOLV_CONF = "/etc/resolv.conf"
+
+
+def render_resolv_conf(dns: DNSConfig) -> str:
+    """resolv.conf(5) from the pod's dns_config. Pure."""
+    lines = [f"nameserver {s}" for s in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def prepare(sandbox_dir: str, hostname: str, dns: DNSConfig | None) -> None:
+    os.makedirs(sandbox_dir, mode=0o711, exist_ok=True)
+    _write(os.path.join(sandbox_dir, "hostname"), hostname + "\n")
+    resolv = os.path.join(sandbox_dir, "resolv.conf")
+    if dns is not None and (dns.servers or dns.searches or dns.options):
+        _write(resolv, render_resolv_conf(dns))
+    else:
+        # No pod DNS: the node's file, as CRI-O and containerd do.
+        try:
+            shutil.copyfile(NODE_RESOLV_CONF, resolv)
+        except OSError:
+            _write(resolv, "")
+
+
+def mount_shm(path: str, size: int = SHM_SIZE) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    kernel.mount(
+        "shm", path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC,
+        f"mode=1777,size={size}",
+    )
+
+
+def remove(sandbox_dir: str, shm_path: str) -> None:
+    if shm_path:
+        kernel.umount(shm_path)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(sandbox_dir)

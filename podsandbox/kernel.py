@@ -1,0 +1,132 @@
+"""The few syscalls the sandbox layer needs that Python 3.11 lacks: mount, umount2, setns.
+
+Namespace work (``in_namespaces``) runs in a fresh thread that ends afterwards: ``setns`` for
+net/ipc/uts changes only the calling thread, and a thread that dies cannot leak its namespaces
+into later work of a pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MNT_DETACH = 0x2
+
+CLONE_FLAGS = {
+    "net": 0x40000000,  # CLONE_NEWNET
+    "ipc": 0x08000000,  # CLONE_NEWIPC
+    "uts": 0x04000000,  # CLONE_NEWUTS
+}
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+    _check(
+        _libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
+                    data.encode() if data else None),
+        f"mount {fstype} on {target}",
+    )
+
+
+def umount(target: str, detach: bool = True) -> bool:
+    """Unmount; False when nothing was mounted there (or the path is gone)."""
+    ret = _libc.umount2(target.encode(), MNT_DETACH if detach else 0)
+    if ret != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):
+            return False
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+    return True
+
+
+def is_nsfs(path: str) -> bool:
+    """True once a namespace is bind-mounted on ``path`` (its device becomes nsfs's)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_dev != os.stat(os.path.dirname(path)).st_dev
+
+
+def _setns(path: str, kind: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _check(_libc.setns(fd, CLONE_FLAGS[kind]), f"setns {kind} {path}")
+    finally:
+        os.close(fd)
+
+
+def in_namespaces(paths: dict[str, str], fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread that has joined the given net/ipc/uts namespaces."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for kind, path in paths.items():
+                _setns(path, kind)
+            result.append(fn())
+        except BaseException as e:
+            error.append(e)
+
+    t = threading.Thread(target=run, name="netns-worker", daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if the pid is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+def alive(pid: int, start: int) -> bool:
+    """The process with this identity exists and is not a zombie."""
+    return start_time(pid) == start and state(pid) not in (None, "Z", "X")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []

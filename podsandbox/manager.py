@@ -1,0 +1,395 @@
+"""SandboxManager: the life of a pod sandbox — run, stop, remove, status, list, reconcile.
+
+Crash safety: RunPodSandbox writes its intent (state ``creating`` with every path it will
+touch) before the first side effect. Every undo step is idempotent and works from that record
+alone, so a pod half-made when the daemon died is rolled back by ``reconcile`` at the next
+start; ``stopping`` and ``removing`` are rolled forward the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cni.manager import CNIManager
+from cni.types import PodNetwork
+from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
+from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
+from shim import log
+from shim.config import Config
+from shim.errors import AlreadyExists, InvalidArgument, NotFound, TetherError
+from shim.store import SandboxRecord, Store
+
+Hook = Callable[[SandboxRecord], Any]
+
+
+def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
+    return f"{name}_{namespace}_{uid}_{attempt}"
+
+
+class SandboxManager:
+    def __init__(self, cfg: Config, store: Store, cni: CNIManager) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.cni = cni
+        self.logger = log.get("sandbox")
+        self.run_dir = cfg.paths.run
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._names: dict[str, str] = {}
+        self._popens: dict[str, subprocess.Popen[bytes]] = {}
+        self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
+        # Containers of a pod are stopped/removed with it; the container manager sets these.
+        self.on_stop: Hook | None = None
+        self.on_remove: Hook | None = None
+
+    # --- lookups -----------------------------------------------------------------------
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def resolve(self, id_or_prefix: str) -> str | None:
+        """A full id, or a unique prefix of one (crictl users type prefixes)."""
+        if not id_or_prefix:
+            return None
+        if self.store.sandboxes.get(id_or_prefix) is not None:
+            return id_or_prefix
+        matches = [i for i in self.store.sandboxes.ids() if i.startswith(id_or_prefix)]
+        return matches[0] if len(matches) == 1 else None
+
+    def get(self, id_or_prefix: str) -> SandboxRecord:
+        sid = self.resolve(id_or_prefix)
+        rec = self.store.sandboxes.get(sid) if sid else None
+        if rec is None:
+            raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
+        return rec
+
+    def sandbox_dir(self, sandbox_id: str) -> str:
+        return os.path.join(self.run_dir, "sandboxes", sandbox_id)
+
+    # --- run ---------------------------------------------------------------------------
+    async def run(self, spec: SandboxSpec) -> str:
+        if spec.runtime_handler not in self.cfg.runtime.handlers:
+            raise InvalidArgument(
+                f"runtime_handler {spec.runtime_handler!r} is not configured "
+                f"(have: {', '.join(sorted(self.cfg.runtime.handlers))})"
+            )
+        sysctl_list = sysctls.validate(dict(spec.sysctls), spec.modes)
+        sid = secrets.token_hex(32)
+        cgroup = cgroups.pod_cgroup(spec.cgroup_parent, self.cfg.runtime.cgroup_driver, sid)
+        key = _name_key(spec.name, spec.namespace, spec.uid, spec.attempt)
+        if key in self._names:
+            raise AlreadyExists(
+                f"pod sandbox {spec.namespace}/{spec.name} (uid {spec.uid}, attempt "
+                f"{spec.attempt}) already exists as {self._names[key]}"
+            )
+        self._names[key] = sid
+        owned = spec.modes.owned()
+        sdir = self.sandbox_dir(sid)
+        details = SandboxDetails(
+            modes={k: spec.modes.mode_of(k).value for k in ("net", "ipc", "uts", "pid")},
+            pins=namespaces.pin_paths(self.run_dir, sid, owned),
+            cgroup=cgroup,
+            sandbox_dir=sdir,
+            shm_path=os.path.join(sdir, "shm") if spec.modes.ipc is Mode.POD else "/dev/shm",
+            hostname=spec.hostname or spec.name,
+            config_json=spec.config_json,
+            log_directory=spec.log_directory,
+            port_mappings=[vars(p) for p in spec.port_mappings],
+            bandwidth=vars(spec.bandwidth) if spec.bandwidth else None,
+            dns=(
+                {"servers": list(spec.dns.servers), "searches": list(spec.dns.searches),
+                 "options": list(spec.dns.options)}
+                if spec.dns else None
+            ),
+        )
+        rec = SandboxRecord(
+            id=sid, name=spec.name, namespace=spec.namespace, uid=spec.uid,
+            attempt=spec.attempt, state=State.CREATING.value, created_at=time.time_ns(),
+            runtime_handler=spec.runtime_handler, labels=dict(spec.labels),
+            annotations=dict(spec.annotations), details=details.to_dict(),
+        )
+        async with self._lock(sid):
+            try:
+                await self.store.sandboxes.put(rec)  # intent, before any side effect
+            except BaseException:
+                self._names.pop(key, None)
+                raise
+            try:
+                await self._create(rec, details, spec, sysctl_list)
+            except BaseException as e:
+                self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
+                await self._undo(rec, details)
+                raise
+        return sid
+
+    async def _create(
+        self, rec: SandboxRecord, d: SandboxDetails, spec: SandboxSpec,
+        sysctl_list: tuple[tuple[str, str], ...],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        files.prepare(d.sandbox_dir, d.hostname, spec.dns)
+        if spec.modes.ipc is Mode.POD:
+            files.mount_shm(d.shm_path)
+        procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
+        namespaces.prepare(d.pins)
+        started = await pauseholder.start(
+            self.cfg.runtime.pause_holder, d.pins, procs,
+            os.path.join(d.sandbox_dir, "pause.log"),
+        )
+        d.holder, d.launcher = started.holder, started.launcher
+        self._popens[rec.id] = started.popen
+        d.inodes = namespaces.inodes(d.pins)
+        rec.details = d.to_dict()
+        await self.store.sandboxes.put(rec)
+        await loop.run_in_executor(None, self._setup_namespaces, d, spec.modes, sysctl_list)
+        if spec.modes.network is Mode.POD:
+            result = await self.cni.add(self._pod_network(rec, d))
+            d.cni_network = result.network_name
+            d.ips = [str(ip.address.ip) for ip in result.sandbox_ips()]
+            d.cni_result = dict(result.raw)
+        rec.details = d.to_dict()
+        rec.state = State.READY.value
+        await self.store.sandboxes.put(rec)
+        self._watch(rec.id, d)
+
+    @staticmethod
+    def _setup_namespaces(
+        d: SandboxDetails, modes: NamespaceModes, sysctl_list: tuple[tuple[str, str], ...]
+    ) -> None:
+        joined: dict[str, str] = {k: d.pins[k] for k in ("net", "ipc", "uts") if k in d.pins}
+        if not joined:
+            return
+
+        def work() -> None:
+            if modes.uts is Mode.POD:
+                socket.sethostname(d.hostname)
+            if modes.network is Mode.POD:
+                _loopback_up()
+            sysctls.apply(sysctl_list)
+
+        kernel.in_namespaces(joined, work)
+
+    def _pod_network(self, rec: SandboxRecord, d: SandboxDetails) -> PodNetwork:
+        from cni.types import Bandwidth, DNSConfig, PortMapping
+
+        pin = d.pins.get("net", "")
+        return PodNetwork(
+            sandbox_id=rec.id,
+            # A netns that is gone is passed as "" (as libcni users do): plugins then release
+            # what they hold by container id instead of failing on the path.
+            netns_path=pin if pin and kernel.is_nsfs(pin) else "",
+            pod_name=rec.name,
+            pod_namespace=rec.namespace,
+            pod_uid=rec.uid,
+            port_mappings=tuple(PortMapping(**p) for p in d.port_mappings),
+            bandwidth=Bandwidth(**d.bandwidth) if d.bandwidth else None,
+            dns=(
+                DNSConfig(tuple(d.dns["servers"]), tuple(d.dns["searches"]),
+                          tuple(d.dns["options"]))
+                if d.dns else None
+            ),
+        )
+
+    async def _undo(self, rec: SandboxRecord, d: SandboxDetails) -> None:
+        """Reverse every step RunPodSandbox may have taken; each part is idempotent."""
+        errors: list[str] = []
+
+        async def step(name: str, fn: Callable[[], Any]) -> None:
+            try:
+                res = fn()
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception as e:
+                errors.append(f"{name}: {e}")
+
+        if d.modes.get("net") == Mode.POD.value:
+            await step("cni", lambda: self.cni.delete(self._pod_network(rec, d)))
+        await step("pause-holder", lambda: self._kill(rec.id, d))
+        await step("pins", lambda: namespaces.unpin(d.pins))
+        await step("cgroup", lambda: cgroups.remove(d.cgroup, d.cgroup_created))
+        await step("files", lambda: files.remove(
+            d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else ""))
+        if errors:
+            # Keep the record (state creating) so reconcile retries the cleanup.
+            self.logger.error("undo incomplete", pod_sandbox_id=rec.id, errors=errors)
+            return
+        await self._forget(rec)
+
+    async def _kill(self, sandbox_id: str, d: SandboxDetails) -> None:
+        self._unwatch(sandbox_id)
+        await pauseholder.stop(d.holder, d.launcher)
+        if d.cgroup:
+            cgroups.kill_all(d.cgroup)  # a holder started but not yet recorded
+        popen = self._popens.pop(sandbox_id, None)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(5)  # reap our child
+
+    async def _forget(self, rec: SandboxRecord) -> None:
+        await self.store.sandboxes.delete(rec)
+        key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
+        if self._names.get(key) == rec.id:
+            del self._names[key]
+        self._locks.pop(rec.id, None)
+
+    # --- stop / remove ---------------------------------------------------------------------
+    async def stop(self, id_or_prefix: str) -> None:
+        sid = self.resolve(id_or_prefix)
+        if sid is None:
+            return  # stopping an unknown pod succeeds, as the CRI asks
+        async with self._lock(sid):
+            rec = self.store.sandboxes.get(sid)
+            if rec is None:
+                return
+            await self._stop_locked(rec)
+
+    async def _stop_locked(self, rec: SandboxRecord) -> None:
+        d = SandboxDetails.from_dict(rec.details)
+        if d.stopped:
+            return
+        if rec.state == State.CREATING.value:
+            await self._undo(rec, d)
+            return
+        rec.state = State.STOPPING.value
+        await self.store.sandboxes.put(rec)
+        if self.on_stop is not None:
+            await self.on_stop(rec)
+        if d.modes.get("net") == Mode.POD.value:
+            # DEL even when the pin is gone: the plugins release IPs by container id.
+            await self.cni.delete(self._pod_network(rec, d))
+        await self._kill(rec.id, d)
+        d.stopped = True
+        rec.details = d.to_dict()
+        rec.state = State.NOTREADY.value
+        await self.store.sandboxes.put(rec)
+
+    async def remove(self, id_or_prefix: str) -> None:
+        sid = self.resolve(id_or_prefix)
+        if sid is None:
+            return
+        async with self._lock(sid):
+            rec = self.store.sandboxes.get(sid)
+            if rec is None:
+                return
+            if rec.state == State.CREATING.value:
+                await self._undo(rec, SandboxDetails.from_dict(rec.details))
+                return
+            if rec.state != State.REMOVING.value:
+                await self._stop_locked(rec)
+                rec.state = State.REMOVING.value
+                await self.store.sandboxes.put(rec)
+            await self._remove_locked(rec)
+
+    async def _remove_locked(self, rec: SandboxRecord) -> None:
+        d = SandboxDetails.from_dict(rec.details)
+        if self.on_remove is not None:
+            await self.on_remove(rec)
+        namespaces.unpin(d.pins)
+        cgroups.remove(d.cgroup, d.cgroup_created)
+        files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
+        await self._forget(rec)
+
+    # --- liveness ------------------------------------------------------------------------
+    def _watch(self, sandbox_id: str, d: SandboxDetails) -> None:
+        """Learn of a pause-holder's death at once (pidfd), not by polling /proc."""
+        if d.holder is None or not kernel.alive(d.holder.pid, d.holder.start_time):
+            return
+        try:
+            fd = os.pidfd_open(d.holder.pid)
+        except OSError:
+            return
+        self._watched[sandbox_id] = fd
+        asyncio.get_running_loop().add_reader(fd, self._holder_died, sandbox_id)
+
+    def _unwatch(self, sandbox_id: str) -> None:
+        fd = self._watched.pop(sandbox_id, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def _holder_died(self, sandbox_id: str) -> None:
+        self._unwatch(sandbox_id)
+        popen = self._popens.get(sandbox_id)
+        if popen is not None and popen.poll() is not None:
+            self._popens.pop(sandbox_id, None)
+        asyncio.get_running_loop().create_task(self._mark_notready(sandbox_id))
+
+    async def _mark_notready(self, sandbox_id: str) -> None:
+        async with self._lock(sandbox_id):
+            rec = self.store.sandboxes.get(sandbox_id)
+            if rec is None or rec.state != State.READY.value:
+                return
+            d = SandboxDetails.from_dict(rec.details)
+            if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):
+                return
+            self.logger.warning("pause-holder died; pod not ready", pod_sandbox_id=sandbox_id)
+            rec.state = State.NOTREADY.value
+            await self.store.sandboxes.put(rec)
+
+    # --- reconcile ------------------------------------------------------------------------
+    async def reconcile(self) -> None:
+        """At start: finish or undo interrupted work, notice dead pause-holders, and remove
+        what no record owns (pins, sandbox dirs, CNI cache entries)."""
+        summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
+        for rec in self.store.sandboxes.list():
+            d = SandboxDetails.from_dict(rec.details)
+            key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
+            self._names[key] = rec.id
+            try:
+                if rec.state == State.CREATING.value:
+                    await self._undo(rec, d)
+                    summary["rolled_back"] += 1
+                elif rec.state == State.STOPPING.value:
+                    await self._stop_locked(rec)
+                    summary["stopped"] += 1
+                elif rec.state == State.REMOVING.value:
+                    await self._remove_locked(rec)
+                    summary["removed"] += 1
+                elif rec.state == State.READY.value:
+                    if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):
+                        self._watch(rec.id, d)
+                    else:
+                        rec.state = State.NOTREADY.value
+                        await self.store.sandboxes.put(rec)
+                        summary["notready"] += 1
+            except TetherError as e:
+                self.logger.error("reconcile failed", pod_sandbox_id=rec.id, error=e.message)
+        orphans = await self._remove_orphans()
+        self.logger.info("sandboxes reconciled", **summary, orphans=orphans,
+                         sandboxes=len(self.store.sandboxes))
+
+    async def _remove_orphans(self) -> int:
+        # Only this daemon's private dirs are scanned. Cgroups are not: the intent record is
+        # written before a cgroup is made and kept until undo succeeds, and the parent cgroup
+        # may be shared with another runtime's pods.
+        known = set(self.store.sandboxes.ids())
+        count = 0
+        for sid in namespaces.pinned_ids(self.run_dir) - known:
+            namespaces.unpin(namespaces.pin_paths(self.run_dir, sid, ("net", "ipc", "uts", "pid")))
+            count += 1
+        base = os.path.join(self.run_dir, "sandboxes")
+        with contextlib.suppress(FileNotFoundError):
+            for sid in set(os.listdir(base)) - known:
+                files.remove(os.path.join(base, sid), os.path.join(base, sid, "shm"))
+                count += 1
+        for sid in self.cni.cached_container_ids() - known:
+            with contextlib.suppress(TetherError):
+                await self.cni.delete(PodNetwork(sandbox_id=sid, netns_path="", pod_name="",
+                                                 pod_namespace="", pod_uid=""))
+            count += 1
+        return count
+
+
+def _loopback_up() -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname="lo")
+        if idx:
+            ipr.link("set", index=idx[0], state="up")

@@ -1,0 +1,168 @@
+"""Layer snapshots and the overlay mounts made of them.
+
+Each layer is unpacked once, into ``<snapshots>/<chain id hex>/fs``: first into a temp dir
+``<snapshots>/.tmp-<hex>-<random>`` that is renamed into place when complete, so a snapshot
+dir that exists is whole. A container's rootfs is an overlay of its image's snapshots (top
+layer first) with ``upper``/``work`` in the container's directory. Overlay options are given
+relative to the snapshot dir (``mount`` runs there), which keeps the option string short
+enough for ~60 layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+import shutil
+
+from shim import errors
+
+TMP_PREFIX = ".tmp-"
+EMPTY = "empty"  # lower dir of an image without layers
+MNT_DETACH = 2
+# The kernel takes one page of mount options.
+MAX_OPTIONS = 4000
+
+
+def _hex(chain_id: str) -> str:
+    return chain_id.removeprefix("sha256:")
+
+
+class SnapshotStore:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def ensure(self) -> None:
+        os.makedirs(os.path.join(self.root, EMPTY), mode=0o755, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def path(self, chain_id: str) -> str:
+        return os.path.join(self.root, _hex(chain_id))
+
+    def fs(self, chain_id: str) -> str:
+        return os.path.join(self.path(chain_id), "fs")
+
+    def rel_fs(self, chain_id: str) -> str:
+        return f"{_hex(chain_id)}/fs"
+
+    def exists(self, chain_id: str) -> bool:
+        return os.path.isdir(self.fs(chain_id))
+
+    def chain_ids(self) -> set[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return set()
+        return {f"sha256:{n}" for n in names if len(n) == 64 and not n.startswith(".")}
+
+    def new_tmp(self, chain_id: str) -> str:
+        """A fresh temp snapshot dir (its ``fs`` made); fill it, then :meth:`commit`."""
+        tmp = os.path.join(self.root, f"{TMP_PREFIX}{_hex(chain_id)[:16]}-{secrets.token_hex(4)}")
+        os.mkdir(tmp, 0o700)
+        os.mkdir(os.path.join(tmp, "fs"), 0o755)
+        return tmp
+
+    def commit(self, tmp: str, chain_id: str) -> bool:
+        """Rename into place; False (and ``tmp`` discarded) if another pull got there first."""
+        try:
+            os.rename(tmp, self.path(chain_id))
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            self.discard(tmp)
+            return False
+
+    @staticmethod
+    def discard(tmp: str) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def delete(self, chain_id: str) -> None:
+        """Remove a snapshot: renamed out of the way first, so it is never seen half gone."""
+        path = self.path(chain_id)
+        if not os.path.isdir(path):
+            return
+        doomed = os.path.join(self.root, f"{TMP_PREFIX}rm-{_hex(chain_id)[:16]}-"
+                                         f"{secrets.token_hex(4)}")
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def remove_tmp(self) -> list[str]:
+        """Leftovers of interrupted unpacks and deletes; returns what was removed."""
+        gone = []
+        with contextlib.suppress(FileNotFoundError):
+            for n in os.listdir(self.root):
+                if n.startswith(TMP_PREFIX):
+                    shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+                    gone.append(n)
+        return gone
+
+
+# --- overlay mounts ---------------------------------------------------------------------
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _umount(path: str, flags: int = 0) -> int:
+    if _libc.umount2(os.fsencode(path), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def overlay_options(lowers: list[str], upper: str, work: str) -> str:
+    opts = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    if len(opts) > MAX_OPTIONS:
+        raise errors.FailedPrecondition(
+            f"image has too many layers ({len(lowers)}) for one overlay mount"
+        )
+    return opts
+
+
+async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: str) -> str:
+    """Mount the rootfs at ``container_dir/rootfs``; ``lowers`` relative to snapshot_root."""
+    rootfs = os.path.join(container_dir, "rootfs")
+    upper = os.path.join(container_dir, "upper")
+    work = os.path.join(container_dir, "work")
+    for d in (container_dir, rootfs, upper, work):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    if os.path.ismount(rootfs):
+        return rootfs
+    opts = overlay_options(lowers, upper, work)
+    proc = await asyncio.create_subprocess_exec(
+        "mount", "-t", "overlay", "overlay", "-o", opts, rootfs,
+        cwd=snapshot_root,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        text = (err or out).decode(errors="replace")
+        raise errors.Internal(
+            f"mount overlay rootfs at {rootfs}: {errors.trim(text)}", detail=text
+        )
+    return rootfs
+
+
+def unmount_overlay(container_dir: str) -> None:
+    """Unmount ``container_dir/rootfs`` (lazily if busy) and delete upper/work/rootfs."""
+    rootfs = os.path.join(container_dir, "rootfs")
+    while os.path.ismount(rootfs):
+        err = _umount(rootfs)
+        if err == errno.EBUSY:
+            err = _umount(rootfs, MNT_DETACH)
+        if err and err != errno.EINVAL:
+            raise errors.Internal(f"unmount {rootfs}: {os.strerror(err)}")
+        if err == errno.EINVAL:
+            break
+    for d in ("upper", "work"):
+        shutil.rmtree(os.path.join(container_dir, d), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(rootfs)

@@ -1,0 +1,378 @@
+"""Unpack one layer tarball into an empty directory, as an overlayfs lower layer.
+
+Streaming (tarfile ``r|``) over a gzip, zstd (the ``zstd`` CLI) or plain stream, hashing the
+uncompressed bytes so the layer's diff_id is checked on the way. Whiteouts become overlay
+whiteouts: ``.wh.<name>`` a 0/0 character device, ``.wh..wh..opq`` the xattr
+``trusted.overlay.opaque=y`` on its directory. Ownership, modes (setuid too), xattrs,
+hardlinks, symlinks, device nodes and mtimes are kept.
+
+Nothing can be written outside the destination: every path is relative and has no ``..``;
+each parent is opened component by component with ``O_NOFOLLOW|O_DIRECTORY`` from the root's
+file descriptor (so a symlink met on the way is an error, never followed); files are created
+with ``O_EXCL|O_NOFOLLOW`` relative to that parent; hardlink targets are resolved the same
+way. Any violation raises ``UnsafeEntry`` naming the entry. Runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, BinaryIO
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+# Never taken from a layer: they would steer overlayfs (redirects, metacopy, ...).
+FORBIDDEN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+CHUNK = 1 << 20
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class LayerError(Exception):
+    """The layer cannot be unpacked (corrupt stream, diff_id mismatch)."""
+
+
+class UnsafeEntry(LayerError):
+    """An entry would land outside the snapshot or through a symlink."""
+
+    def __init__(self, entry: str, reason: str) -> None:
+        super().__init__(f"entry {entry!r}: {reason}")
+        self.entry = entry
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UnpackResult:
+    diff_id: str
+    size: int  # uncompressed bytes of the tar stream
+    entries: int
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, inner: IO[bytes]) -> None:
+        self._inner = inner
+        self.hash = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.hash.update(data)
+        self.count += n
+        return n
+
+
+@contextlib.contextmanager
+def _decompressed(path: str) -> Iterator[IO[bytes]]:
+    """The layer blob's uncompressed stream, by magic bytes (media types lie sometimes)."""
+    with open(path, "rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic.startswith(GZIP_MAGIC):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz  # type: ignore[misc]
+            return
+        if magic == ZSTD_MAGIC:
+            proc = subprocess.Popen(
+                ["zstd", "-d", "-c", "-q", "--no-progress", "--", path],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            try:
+                yield proc.stdout
+                proc.stdout.read()
+            finally:
+                proc.stdout.close()
+                err = proc.stderr.read().decode(errors="replace").strip()
+                proc.stderr.close()
+                rc = proc.wait()
+            if rc != 0:
+                raise LayerError(f"zstd decompression failed: {err or rc}")
+            return
+        yield raw
+
+
+def _check_path(name: str, entry: str) -> list[str]:
+    """Components of a member path; raise unless it is relative and free of ``..``."""
+    if name.startswith("/"):
+        raise UnsafeEntry(entry, "absolute path")
+    if "\0" in name:
+        raise UnsafeEntry(entry, "NUL byte in path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeEntry(entry, "path escapes the layer root ('..')")
+    return parts
+
+
+def _proc_path(dir_fd: int, name: str = "") -> str:
+    return f"/proc/self/fd/{dir_fd}" + (f"/{name}" if name else "")
+
+
+class _Extractor:
+    def __init__(self, root: str) -> None:
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        self.dir_times: list[tuple[list[str], int]] = []
+
+    def close(self) -> None:
+        os.close(self.root_fd)
+
+    # --- walking ----------------------------------------------------------------------
+    def open_dir(self, parts: list[str], entry: str, create: bool) -> int:
+        """fd of the directory at ``parts`` under the root; never through a symlink."""
+        fd = os.dup(self.root_fd)
+        try:
+            for comp in parts:
+                try:
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                  dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise UnsafeEntry(entry, f"parent {comp!r} does not exist") from None
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                  dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        st = os.lstat(comp, dir_fd=fd)
+                        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                        raise UnsafeEntry(entry, f"parent {comp!r} is {kind}") from None
+                    raise
+                os.close(fd)
+                fd = nfd
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def clear(self, dir_fd: int, name: str, keep_dir: bool) -> bool:
+        """Remove what is at ``name`` (never following it); True if a dir was kept."""
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            shutil.rmtree(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+        return False
+
+    # --- metadata ---------------------------------------------------------------------
+    @staticmethod
+    def xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        for key, value in m.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                name = key[len("SCHILY.xattr."):]
+                data = value.encode("utf-8", "surrogateescape")
+            elif key.startswith("LIBARCHIVE.xattr."):
+                name = key[len("LIBARCHIVE.xattr."):]
+                try:
+                    data = base64.b64decode(value + "=" * (-len(value) % 4))
+                except ValueError:
+                    continue
+            else:
+                continue
+            if not name.startswith(FORBIDDEN_XATTR_PREFIXES):
+                out.append((name, data))
+        return out
+
+    @staticmethod
+    def set_xattrs(target: int | str, attrs: list[tuple[str, bytes]], entry: str) -> None:
+        """``target``: an open fd, or a path whose last component is not followed."""
+        for name, value in attrs:
+            try:
+                os.setxattr(target, name, value, follow_symlinks=isinstance(target, int))
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EPERM, errno.EINVAL):
+                    continue  # e.g. security.selinux on a host without it
+                raise LayerError(f"entry {entry!r}: cannot set xattr {name}: {e.strerror}") from e
+
+    # --- one member -------------------------------------------------------------------
+    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        entry = m.name
+        parts = _check_path(m.name, entry)
+        if not parts:  # "./": the layer's root directory
+            if m.isdir():
+                os.chown(self.root_fd, m.uid, m.gid)
+                os.chmod(self.root_fd, stat.S_IMODE(m.mode))
+                self.dir_times.append(([], _mtime_ns(m)))
+            return
+        parent, base = parts[:-1], parts[-1]
+        if base.startswith(WHITEOUT):
+            self.whiteout(parent, base, entry)
+            return
+        pfd = self.open_dir(parent, entry, create=True)
+        try:
+            self.create(tar, m, pfd, parts, entry)
+        finally:
+            os.close(pfd)
+
+    def whiteout(self, parent: list[str], base: str, entry: str) -> None:
+        pfd = self.open_dir(parent, entry, create=True)
+        try:
+            if base == OPAQUE:
+                os.setxattr(pfd, OPAQUE_XATTR, b"y")
+                return
+            if base.startswith(WHITEOUT + WHITEOUT):
+                return  # other AUFS metadata (.wh..wh.plnk ...): meaningless here
+            target = base[len(WHITEOUT):]
+            if target in ("", ".", ".."):
+                raise UnsafeEntry(entry, "whiteout of an invalid name")
+            self.clear(pfd, target, keep_dir=False)
+            os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        finally:
+            os.close(pfd)
+
+    def create(
+        self, tar: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, parts: list[str], entry: str
+    ) -> None:
+        base = parts[-1]
+        mode = stat.S_IMODE(m.mode)
+        mtime = _mtime_ns(m)
+        attrs = self.xattrs(m)
+        if m.isdir():
+            if not self.clear(pfd, base, keep_dir=True):
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=pfd)
+            try:
+                os.fchown(fd, m.uid, m.gid)
+                os.fchmod(fd, mode)
+                self.set_xattrs(fd, attrs, entry)
+            finally:
+                os.close(fd)
+            self.dir_times.append((parts, mtime))
+            return
+        if m.islnk():
+            self.hardlink(m, pfd, parts, entry)
+            return
+        self.clear(pfd, base, keep_dir=False)
+        if m.isreg():
+            fd = os.open(
+                base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600, dir_fd=pfd,
+            )
+            try:
+                src = tar.extractfile(m)
+                if src is not None:
+                    with os.fdopen(os.dup(fd), "wb", closefd=True) as out:
+                        shutil.copyfileobj(src, out, CHUNK)
+                os.fchown(fd, m.uid, m.gid)
+                os.fchmod(fd, mode)  # after chown, which clears setuid/setgid
+                self.set_xattrs(fd, attrs, entry)
+                os.utime(fd, ns=(mtime, mtime))
+            finally:
+                os.close(fd)
+            return
+        if m.issym():
+            os.symlink(m.linkname, base, dir_fd=pfd)
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
+            return
+        if m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            dev = os.makedev(m.devmajor, m.devminor) if not m.isfifo() else 0
+            os.mknod(base, kind | mode, dev, dir_fd=pfd)
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+            # the node was just made here by us: following its name cannot leave the root
+            os.chmod(base, mode, dir_fd=pfd)
+            self.set_xattrs(_proc_path(pfd, base), attrs, entry)
+            os.utime(base, ns=(mtime, mtime), dir_fd=pfd, follow_symlinks=False)
+            return
+        raise LayerError(f"entry {entry!r}: unsupported tar entry type {m.type!r}")
+
+    def hardlink(self, m: tarfile.TarInfo, pfd: int, parts: list[str], entry: str) -> None:
+        if m.linkname.startswith("/"):
+            raise UnsafeEntry(entry, f"hardlink to absolute path {m.linkname!r}")
+        try:
+            lparts = _check_path(m.linkname, entry)
+        except UnsafeEntry:
+            raise UnsafeEntry(entry, f"hardlink target {m.linkname!r} escapes the layer") from None
+        if not lparts:
+            raise UnsafeEntry(entry, "hardlink to the layer root")
+        lfd = self.open_dir(lparts[:-1], entry, create=False)
+        try:
+            try:
+                st = os.lstat(lparts[-1], dir_fd=lfd)
+            except FileNotFoundError:
+                raise UnsafeEntry(
+                    entry, f"hardlink target {m.linkname!r} is not in this layer"
+                ) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeEntry(entry, f"hardlink to directory {m.linkname!r}")
+            if lparts == parts:
+                return  # a link to itself: nothing to do
+            self.clear(pfd, parts[-1], keep_dir=False)
+            os.link(lparts[-1], parts[-1], src_dir_fd=lfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(lfd)
+
+    def finish(self) -> None:
+        """Directory mtimes last (creating children changed them), deepest first."""
+        for parts, mtime in sorted(self.dir_times, key=lambda t: -len(t[0])):
+            try:
+                fd = self.open_dir(parts, "/".join(parts), create=False)
+            except (UnsafeEntry, OSError):
+                continue  # replaced later in the layer by something else
+            try:
+                os.utime(fd, ns=(mtime, mtime))
+            finally:
+                os.close(fd)
+
+
+def _mtime_ns(m: tarfile.TarInfo) -> int:
+    try:
+        return int(float(m.mtime) * 1_000_000_000)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def unpack(blob: str, dest: str, expected_diff_id: str | None = None) -> UnpackResult:
+    """Unpack the layer blob at ``blob`` into the empty directory ``dest``.
+
+    Raises UnsafeEntry / LayerError; the caller discards ``dest`` on any error.
+    """
+    ex = _Extractor(dest)
+    count = 0
+    try:
+        with _decompressed(blob) as stream:
+            hashed = _HashingReader(stream)
+            buffered: BinaryIO = io.BufferedReader(hashed, CHUNK)
+            try:
+                with tarfile.open(fileobj=buffered, mode="r|", errorlevel=2) as tar:
+                    for m in tar:
+                        ex.member(tar, m)
+                        count += 1
+            except tarfile.TarError as e:
+                raise LayerError(f"not a valid tar stream: {e}") from e
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise LayerError(f"corrupt layer stream: {e}") from e
+            # the end-of-archive blocks and padding are part of the diff_id too
+            while buffered.read(CHUNK):
+                pass
+        ex.finish()
+    finally:
+        ex.close()
+    diff_id = "sha256:" + hashed.hash.hexdigest()
+    if expected_diff_id and diff_id != expected_diff_id:
+        raise LayerError(f"diff_id mismatch: config says {expected_diff_id}, content is {diff_id}")
+    return UnpackResult(diff_id=diff_id, size=hashed.count, entries=count)

@@ -1,0 +1,32 @@
+"""ListImages and StreamImages: from memory, optionally filtered by an image spec."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+STREAM_CHUNK = 100
+
+
+def _filter(req: pb.ListImagesRequest | pb.StreamImagesRequest) -> str:
+    return req.filter.image.image if req.HasField("filter") else ""
+
+
+@rpc("ListImages")
+async def list_images(d: Daemon, req: pb.ListImagesRequest, ctx: object) -> pb.ListImagesResponse:
+    return pb.ListImagesResponse(images=d.images.list_images(_filter(req)))
+
+
+@rpc("StreamImages")
+async def stream_images(
+    d: Daemon, req: pb.StreamImagesRequest, ctx: object
+) -> AsyncIterator[pb.StreamImagesResponse]:
+    images = d.images.list_images(_filter(req))
+    for i in range(0, len(images), STREAM_CHUNK):
+        yield pb.StreamImagesResponse(images=images[i : i + STREAM_CHUNK])

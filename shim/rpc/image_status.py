@@ -1,0 +1,28 @@
+"""ImageStatus: one image from memory; unknown → an empty response, not an error."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("ImageStatus")
+async def image_status(
+    d: Daemon, req: pb.ImageStatusRequest, ctx: object
+) -> pb.ImageStatusResponse:
+    spec = req.image.image
+    if not spec:
+        raise InvalidArgument("ImageStatus: image.image is empty")
+    img = d.images.get(spec)
+    if img is None:
+        return pb.ImageStatusResponse()
+    resp = pb.ImageStatusResponse(image=d.images.catalog.message(img.id))
+    if req.verbose:
+        resp.info.update(d.images.verbose_info(img))
+    return resp

@@ -1,0 +1,191 @@
+"""CRI messages <-> the sandbox layer's types: validation of RunPodSandbox input, and the
+PodSandbox / PodSandboxStatus views of a record. Pure functions."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+
+from google.protobuf import json_format
+
+from cni.types import Bandwidth, DNSConfig, PortMapping
+from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.store import SandboxRecord
+
+_PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
+_MODE = {pb.POD: Mode.POD, pb.CONTAINER: Mode.CONTAINER, pb.NODE: Mode.NODE}
+_MODE_PB = {Mode.POD: pb.POD, Mode.CONTAINER: pb.CONTAINER, Mode.NODE: pb.NODE}
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_SUFFIX = {
+    None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
+EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
+
+
+def parse_quantity(text: str, field: str) -> int:
+    """A Kubernetes quantity (``10M``, ``1Gi``) as an integer."""
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        raise InvalidArgument(f"{field}: {text!r} is not a quantity such as '10M'")
+    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+
+
+def bandwidth(annotations: dict[str, str]) -> Bandwidth | None:
+    ingress = annotations.get(INGRESS_ANNOTATION)
+    egress = annotations.get(EGRESS_ANNOTATION)
+    if ingress is None and egress is None:
+        return None
+    ing = parse_quantity(ingress, f"annotations[{INGRESS_ANNOTATION!r}]") if ingress else 0
+    eg = parse_quantity(egress, f"annotations[{EGRESS_ANNOTATION!r}]") if egress else 0
+    # The bandwidth plugin wants rates in bit/s and bursts in bits; kubelet's default burst.
+    burst = 2**31 - 1
+    return Bandwidth(
+        ingress_rate=ing, ingress_burst=burst if ing else 0,
+        egress_rate=eg, egress_burst=burst if eg else 0,
+    )
+
+
+def _modes(opts: pb.NamespaceOption) -> NamespaceModes:
+    field = "config.linux.security_context.namespace_options"
+    if opts.network not in (pb.POD, pb.NODE):
+        raise InvalidArgument(f"{field}.network: must be POD or NODE")
+    if opts.ipc not in (pb.POD, pb.NODE):
+        raise InvalidArgument(f"{field}.ipc: must be POD or NODE")
+    if opts.pid not in (pb.POD, pb.CONTAINER, pb.NODE):
+        raise InvalidArgument(f"{field}.pid: must be POD, CONTAINER or NODE for a pod")
+    return NamespaceModes(network=_MODE[opts.network], pid=_MODE[opts.pid], ipc=_MODE[opts.ipc])
+
+
+def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> SandboxSpec:
+    if not req.HasField("config"):
+        raise InvalidArgument("config: required")
+    cfg = req.config
+    md = cfg.metadata
+    for name in ("name", "namespace", "uid"):
+        if not getattr(md, name):
+            raise InvalidArgument(f"config.metadata.{name}: required")
+    if cfg.hostname and not _HOSTNAME.match(cfg.hostname):
+        raise InvalidArgument(f"config.hostname: {cfg.hostname!r} is not a valid hostname")
+    modes = _modes(cfg.linux.security_context.namespace_options)
+    ports = []
+    for i, p in enumerate(cfg.port_mappings):
+        field = f"config.port_mappings[{i}]"
+        if not 0 < p.container_port < 65536:
+            raise InvalidArgument(f"{field}.container_port: {p.container_port} out of range")
+        if not 0 <= p.host_port < 65536:
+            raise InvalidArgument(f"{field}.host_port: {p.host_port} out of range")
+        if p.host_ip:
+            try:
+                ipaddress.ip_address(p.host_ip)
+            except ValueError:
+                raise InvalidArgument(f"{field}.host_ip: {p.host_ip!r} is not an IP") from None
+        ports.append(PortMapping(p.container_port, p.host_port, _PROTOCOLS[p.protocol],
+                                 p.host_ip))
+    dns = None
+    if cfg.HasField("dns_config"):
+        for i, s in enumerate(cfg.dns_config.servers):
+            try:
+                ipaddress.ip_address(s)
+            except ValueError:
+                raise InvalidArgument(
+                    f"config.dns_config.servers[{i}]: {s!r} is not an IP address") from None
+        dns = DNSConfig(tuple(cfg.dns_config.servers), tuple(cfg.dns_config.searches),
+                        tuple(cfg.dns_config.options))
+    annotations = dict(cfg.annotations)
+    return SandboxSpec(
+        name=md.name,
+        namespace=md.namespace,
+        uid=md.uid,
+        attempt=md.attempt,
+        hostname=cfg.hostname,
+        log_directory=cfg.log_directory,
+        runtime_handler=req.runtime_handler or default_handler,
+        modes=modes,
+        cgroup_parent=cfg.linux.cgroup_parent,
+        sysctls=tuple(sorted(cfg.linux.sysctls.items())),
+        dns=dns,
+        port_mappings=tuple(ports),
+        bandwidth=bandwidth(annotations),
+        labels=dict(cfg.labels),
+        annotations=annotations,
+        config_json=json_format.MessageToJson(cfg, indent=None),
+    )
+
+
+def _state(rec: SandboxRecord) -> pb.PodSandboxState:
+    return pb.SANDBOX_READY if rec.state == State.READY.value else pb.SANDBOX_NOTREADY
+
+
+def _metadata(rec: SandboxRecord) -> pb.PodSandboxMetadata:
+    return pb.PodSandboxMetadata(name=rec.name, namespace=rec.namespace, uid=rec.uid,
+                                 attempt=rec.attempt)
+
+
+def to_pod_sandbox(rec: SandboxRecord) -> pb.PodSandbox:
+    return pb.PodSandbox(
+        id=rec.id, metadata=_metadata(rec), state=_state(rec), created_at=rec.created_at,
+        labels=rec.labels, annotations=rec.annotations, runtime_handler=rec.runtime_handler,
+    )
+
+
+def to_status(rec: SandboxRecord) -> pb.PodSandboxStatus:
+    d = SandboxDetails.from_dict(rec.details)
+    modes = {k: Mode(v) for k, v in d.modes.items()}
+    network = pb.PodSandboxNetworkStatus()
+    if d.ips and rec.state == State.READY.value:
+        network.ip = d.ips[0]
+        network.additional_ips.extend(pb.PodIP(ip=ip) for ip in d.ips[1:])
+    return pb.PodSandboxStatus(
+        id=rec.id, metadata=_metadata(rec), state=_state(rec), created_at=rec.created_at,
+        network=network,
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
+            network=_MODE_PB[modes["net"]], pid=_MODE_PB[modes["pid"]],
+            ipc=_MODE_PB[modes["ipc"]],
+        ))),
+        labels=rec.labels, annotations=rec.annotations, runtime_handler=rec.runtime_handler,
+    )
+
+
+def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, str]:
+    d = SandboxDetails.from_dict(rec.details)
+    ns: dict[str, Any] = {}
+    for kind, mode in d.modes.items():
+        entry: dict[str, Any] = {"mode": mode}
+        if kind in d.pins:
+            entry.update(path=d.pins[kind], inode=d.inodes.get(kind))
+        elif mode == Mode.NODE.value:
+            entry.update(path=f"/proc/self/ns/{kind}", inode=node_inodes.get(kind))
+        ns[kind] = entry
+    info = {
+        "id": rec.id,
+        "state": rec.state,
+        "pid": d.holder.pid if d.holder else 0,
+        "launcherPid": d.launcher.pid if d.launcher else 0,
+        "namespaces": ns,
+        "cgroup": d.cgroup,
+        "sandboxDir": d.sandbox_dir,
+        "shm": d.shm_path,
+        "hostname": d.hostname,
+        "ips": d.ips,
+        "cniNetwork": d.cni_network,
+        "cniResult": d.cni_result,
+        "runtimeHandler": rec.runtime_handler,
+    }
+    return {"info": json.dumps(info, sort_keys=True)}
+
+
+def matches(rec: SandboxRecord, f: pb.PodSandboxFilter | None) -> bool:
+    if f is None:
+        return True
+    if f.id and not rec.id.startswith(f.id):
+        return False
+    if f.HasField("state") and _state(rec) != f.state.state:
+        return False
+    return all(rec.labels.get(k) == v for k, v in f.label_selector.items())

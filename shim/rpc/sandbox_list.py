@@ -1,0 +1,36 @@
+"""ListPodSandbox and StreamPodSandboxes: filters applied to the in-memory index."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.registry import rpc
+from shim.rpc.sandbox_convert import matches, to_pod_sandbox
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+def _select(d: Daemon, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
+    return d.store.sandboxes.scan(lambda r: to_pod_sandbox(r) if matches(r, f) else None)
+
+
+@rpc("ListPodSandbox")
+async def list_pod_sandbox(
+    d: Daemon, req: pb.ListPodSandboxRequest, ctx: object
+) -> pb.ListPodSandboxResponse:
+    f = req.filter if req.HasField("filter") else None
+    return pb.ListPodSandboxResponse(items=_select(d, f))
+
+
+@rpc("StreamPodSandboxes")
+async def stream_pod_sandboxes(
+    d: Daemon, req: pb.StreamPodSandboxesRequest, ctx: object
+) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
+    f = req.filter if req.HasField("filter") else None
+    items = _select(d, f)
+    # Chunks keep each message small however many pods there are.
+    for i in range(0, max(len(items), 1), 100):
+        yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[i : i + 100])

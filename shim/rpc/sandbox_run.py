@@ -1,0 +1,21 @@
+"""RunPodSandbox: validate, then the sandbox manager makes the pod (pause-holder, CNI)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.registry import rpc
+from shim.rpc.sandbox_convert import spec_from_request
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("RunPodSandbox")
+async def run_pod_sandbox(
+    d: Daemon, req: pb.RunPodSandboxRequest, ctx: object
+) -> pb.RunPodSandboxResponse:
+    spec = spec_from_request(req, d.config.runtime.default_handler)
+    sandbox_id = await d.sandboxes.run(spec)
+    return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)

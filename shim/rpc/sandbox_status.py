@@ -1,0 +1,29 @@
+"""PodSandboxStatus: answered from memory (the kubelet polls it)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from podsandbox import namespaces
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc.registry import rpc
+from shim.rpc.sandbox_convert import to_status, verbose_info
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("PodSandboxStatus")
+async def pod_sandbox_status(
+    d: Daemon, req: pb.PodSandboxStatusRequest, ctx: object
+) -> pb.PodSandboxStatusResponse:
+    if not req.pod_sandbox_id:
+        raise InvalidArgument("pod_sandbox_id: required")
+    rec = d.sandboxes.get(req.pod_sandbox_id)
+    resp = pb.PodSandboxStatusResponse(status=to_status(rec), timestamp=time.time_ns())
+    if req.verbose:
+        node = {k: namespaces.node_inode(k) for k in ("net", "ipc", "uts", "pid")}
+        resp.info.update(verbose_info(rec, node))
+    return resp

@@ -1,0 +1,78 @@
+"""registries.conf: short-name candidates, v1 conversion, rendering for skopeo."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from shim.images import registries as r
+from shim.images.reference import parse_name
+
+
+def names(conf: r.RegistriesConf, text: str) -> list[str]:
+    return [str(c) for c in r.candidates(conf, parse_name(text))]
+
+
+def test_defaults_are_docker_hub() -> None:
+    conf = r.load("")
+    assert names(conf, "busybox") == ["docker.io/library/busybox:latest"]
+    assert names(conf, "quay.io/x/y:1") == ["quay.io/x/y:1"]
+
+
+def test_search_and_aliases() -> None:
+    conf = r.parse_text(
+        'unqualified-search-registries = ["reg.local:5000", "docker.io"]\n'
+        '[aliases]\n"web" = "quay.io/org/web"\n'
+    )
+    assert names(conf, "busybox:1") == ["reg.local:5000/busybox:1", "docker.io/library/busybox:1"]
+    assert names(conf, "web") == ["quay.io/org/web:latest"]
+    assert names(conf, "web:2") == ["quay.io/org/web:2"]
+    assert names(conf, "example.com/busybox") == ["example.com/busybox:latest"]
+
+
+def test_empty_search_list_means_none() -> None:
+    conf = r.parse_text("unqualified-search-registries = []\n")
+    assert names(conf, "busybox") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not toml [", 'unqualified-search-registries = "docker.io"', '[aliases]\n"a" = "b:1"',
+     'short-name-mode = "bogus"', "registry = 3",
+     '[registries.search]\nregistries = ["a"]\n[[registry]]\nlocation = "x"'],
+)
+def test_bad_files(text: str) -> None:
+    with pytest.raises(r.RegistriesConfError):
+        r.parse_text(text, "/etc/x.conf")
+
+
+def test_v1_is_converted() -> None:
+    conf = r.parse_text(
+        '[registries.search]\nregistries = ["a.io"]\n'
+        '[registries.insecure]\nregistries = ["b.io"]\n'
+        '[registries.block]\nregistries = ["c.io"]\n'
+    )
+    assert conf.search == ("a.io",)
+    doc = tomllib.loads(r.render(conf))
+    assert {"location": "b.io", "insecure": True} in doc["registry"]
+    assert {"location": "c.io", "blocked": True} in doc["registry"]
+    assert "registries" not in doc
+
+
+def test_render_merges_mirrors_and_insecure() -> None:
+    conf = r.parse_text(
+        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+        '[[registry.mirror]]\nlocation = "old.mirror"\n'
+        '[aliases]\n"x" = "quay.io/x"\n'
+    )
+    text = r.render(conf, {"docker.io": ["m1:5000", "m2"], "quay.io": ["qm"]}, ["m1:5000", "i.io"])
+    doc = tomllib.loads(text)
+    by = {e.get("prefix", e["location"]): e for e in doc["registry"]}
+    assert [m["location"] for m in by["docker.io"]["mirror"]] == ["m1:5000", "m2", "old.mirror"]
+    assert by["docker.io"]["mirror"][0]["insecure"] is True
+    assert by["docker.io"]["mirror"][1]["insecure"] is False
+    assert by["quay.io"]["mirror"] == [{"location": "qm", "insecure": False}]
+    assert by["i.io"]["insecure"] is True
+    assert "aliases" not in doc
+    assert doc["unqualified-search-registries"] == ["docker.io"]
