@@ -30,8 +30,8 @@ from bench.templates import (
 )
 from bench.workloads import WORKLOADS, Target
 
-ALL_WORKLOADS = ("basic", "lifecycle", "concurrency", "density", "image", "floor")
-DEFAULT_WORKLOADS = "basic,lifecycle,concurrency,density,image,floor"
+ALL_WORKLOADS = ("basic", "lifecycle", "sandbox", "concurrency", "density", "image", "floor")
+DEFAULT_WORKLOADS = "basic,lifecycle,sandbox,concurrency,density,image,floor"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +72,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--handler", default="", help="runtime handler ('' = runtime's default)")
     c.add_argument("--pod-config", help="pod sandbox config template (crictl JSON)")
     c.add_argument("--container-config", help="container config template (crictl JSON)")
+    c.add_argument("--no-containers", action="store_true",
+                   help="pods without containers in lifecycle/concurrency/density too "
+                        "(the sandbox workload never creates containers)")
     c.add_argument("--stop-timeout", type=int, default=0,
                    help="StopContainer timeout (s); 0 = SIGKILL at once")
     c.add_argument("--rpc-timeout", type=float, default=120.0)
@@ -119,6 +122,7 @@ def _config(args: argparse.Namespace, run_id: str) -> BenchConfig:
         settle_seconds=args.settle,
         stop_timeout=args.stop_timeout,
         warmup=args.warmup,
+        containers=not args.no_containers,
         rpc_timeout=args.rpc_timeout,
         run_id=run_id,
         log_root=str(Path(args.log_dir) / run_id),

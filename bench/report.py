@@ -11,7 +11,9 @@ from typing import Any
 from bench.compare import metric_ratios, ratio_label, step_ratios
 from bench.floor import FLOOR_FOR_CRI_STEP, FLOOR_STEPS
 from bench.stats import Summary, median, summarize
-from bench.workloads import LIFECYCLE_STEPS, LIST_STEPS, WorkloadResult
+from bench.workloads import LIFECYCLE_STEPS, LIST_STEPS, SANDBOX_STEPS, WorkloadResult
+
+KNOWN_STEPS = (*LIFECYCLE_STEPS, *SANDBOX_STEPS, *LIST_STEPS)
 
 SCHEMA = 1
 MAX_ERRORS_IN_REPORT = 20
@@ -53,7 +55,7 @@ class RunData:
 
 def summaries(res: WorkloadResult) -> dict[str, Summary]:
     out: dict[str, Summary] = {}
-    for step in ordered_steps([res], (*LIFECYCLE_STEPS, *LIST_STEPS, *FLOOR_STEPS)):
+    for step in ordered_steps([res], (*KNOWN_STEPS, *FLOOR_STEPS)):
         s = summarize(res.samples.get(step, []))
         if s is not None:
             out[step] = s
@@ -61,7 +63,7 @@ def summaries(res: WorkloadResult) -> dict[str, Summary]:
 
 
 def ordered_steps(
-    results: Sequence[WorkloadResult], known: Sequence[str] = (*LIFECYCLE_STEPS, *LIST_STEPS)
+    results: Sequence[WorkloadResult], known: Sequence[str] = KNOWN_STEPS
 ) -> list[str]:
     known = list(known)
     seen: list[str] = []

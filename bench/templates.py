@@ -102,6 +102,7 @@ class BenchConfig:
     settle_seconds: float = 1.0
     stop_timeout: int = 0
     warmup: int = 1
+    containers: bool = True  # False: pods without containers (every pod workload)
     rpc_timeout: float = 120.0
     run_id: str = ""
     log_root: str = "/tmp/tether-bench-logs"
@@ -132,6 +133,7 @@ class BenchConfig:
             "settle_seconds": self.settle_seconds,
             "stop_timeout": self.stop_timeout,
             "warmup_pods": self.warmup,
+            "containers": self.containers,
             "run_id": self.run_id,
             "pod_template": self.pod_template,
             "container_template": self.container_template,

@@ -1,4 +1,4 @@
-"""The CRI workloads: basic, lifecycle, concurrency, density, image.
+"""The CRI workloads: basic, lifecycle, sandbox, concurrency, density, image.
 
 Each workload is split into rounds so that two runtimes can be driven alternately
 (A B A B ...; see :mod:`bench.compare`). A round returns a :class:`WorkloadResult`;
@@ -40,6 +40,12 @@ LIFECYCLE_STEPS: tuple[str, ...] = (
     "StopPodSandbox",
     "RemovePodSandbox",
     "pod total",
+)
+SANDBOX_STEPS: tuple[str, ...] = (
+    "RunPodSandbox",
+    "StopPodSandbox",
+    "RemovePodSandbox",
+    "sandbox total",
 )
 LIST_STEPS: tuple[str, ...] = ("ListPodSandbox", "ListContainers", "ListContainerStats")
 MAX_CONSECUTIVE_ERRORS = 3
@@ -174,9 +180,11 @@ def cleanup_pod_dirs(pod: Pod) -> None:
 
 
 def start_pod(
-    cfg: BenchConfig, t: Target, pod: Pod, res: WorkloadResult, *, record: bool = True
+    cfg: BenchConfig, t: Target, pod: Pod, res: WorkloadResult, *, record: bool = True,
+    with_container: bool = True,
 ) -> bool:
-    """RunPodSandbox + CreateContainer + StartContainer; True when the container runs."""
+    """RunPodSandbox + CreateContainer + StartContainer; True when the container runs (or,
+    without a container, when the pod runs)."""
     c = t.client
     try:
         resp, dt = c.call(
@@ -187,11 +195,14 @@ def start_pod(
         if record:
             res.add("RunPodSandbox", dt)
     except Unsupported as e:
-        res.unsupported_step("RunPodSandbox", e, LIFECYCLE_STEPS[1:])
+        dependents = LIFECYCLE_STEPS if with_container and cfg.containers else SANDBOX_STEPS
+        res.unsupported_step("RunPodSandbox", e, dependents[1:])
         return False
     except CriError as e:
         res.errors.append(str(e))
         return False
+    if not (with_container and cfg.containers):
+        return True
     try:
         resp, dt_create = c.call(
             "CreateContainer",
@@ -282,16 +293,18 @@ def stop_pod(
     return total
 
 
-def one_pod(cfg: BenchConfig, t: Target, res: WorkloadResult, *, record: bool = True) -> None:
-    """The full lifecycle of one pod."""
+def one_pod(cfg: BenchConfig, t: Target, res: WorkloadResult, *, record: bool = True,
+            with_container: bool = True) -> None:
+    """The full lifecycle of one pod (without a container: "sandbox total", not "pod total")."""
     pod = PodFactory(cfg, t).make()
     errors, unsupported = len(res.errors), len(res.unsupported)
     t0 = time.perf_counter()
-    started = start_pod(cfg, t, pod, res, record=record)
+    started = start_pod(cfg, t, pod, res, record=record, with_container=with_container)
     stop_pod(cfg, t, pod, res, record=record)
     clean = len(res.errors) == errors and len(res.unsupported) == unsupported
     if started and record and clean:
-        res.add("pod total", time.perf_counter() - t0)
+        total = "pod total" if with_container and cfg.containers else "sandbox total"
+        res.add(total, time.perf_counter() - t0)
 
 
 def ensure_image(cfg: BenchConfig, t: Target, ref: str) -> WorkloadResult | None:
@@ -353,7 +366,7 @@ class Lifecycle(Workload):
         return self.cfg.pods
 
     def setup(self, t: Target) -> WorkloadResult | None:
-        bad = ensure_image(self.cfg, t, self.cfg.image)
+        bad = ensure_image(self.cfg, t, self.cfg.image) if self.cfg.containers else None
         if bad is not None:
             return bad
         warm = WorkloadResult()
@@ -373,6 +386,34 @@ class Lifecycle(Workload):
         return res
 
 
+class Sandbox(Workload):
+    """Pod sandboxes alone: comparable while a runtime has no containers yet, and the
+    sandbox steps without a container's work mixed into StopPodSandbox."""
+
+    name = "sandbox"
+    description = "pods without containers one after another: run, stop, remove"
+
+    def rounds(self) -> int:
+        return self.cfg.pods
+
+    def setup(self, t: Target) -> WorkloadResult | None:
+        warm = WorkloadResult()
+        for _ in range(self.cfg.warmup):
+            one_pod(self.cfg, t, warm, record=False, with_container=False)
+        if "RunPodSandbox" in warm.unsupported:
+            warm.abandon = True
+            return warm
+        return None
+
+    def run_round(self, t: Target, i: int, tick: Tick) -> WorkloadResult:
+        res = WorkloadResult()
+        one_pod(self.cfg, t, res, with_container=False)
+        if "RunPodSandbox" in res.unsupported:
+            res.abandon = True
+        tick()
+        return res
+
+
 class Concurrency(Workload):
     name = "concurrency"
     description = "the lifecycle with K workers in parallel; pods/s"
@@ -384,7 +425,7 @@ class Concurrency(Workload):
         return self.cfg.concurrency_pods
 
     def setup(self, t: Target) -> WorkloadResult | None:
-        return ensure_image(self.cfg, t, self.cfg.image)
+        return ensure_image(self.cfg, t, self.cfg.image) if self.cfg.containers else None
 
     def run_round(self, t: Target, i: int, tick: Tick) -> WorkloadResult:
         total = self.cfg.concurrency_pods
@@ -435,7 +476,7 @@ class Density(Workload):
         return self.cfg.density * 2 + 1
 
     def setup(self, t: Target) -> WorkloadResult | None:
-        return ensure_image(self.cfg, t, self.cfg.image)
+        return ensure_image(self.cfg, t, self.cfg.image) if self.cfg.containers else None
 
     def run_round(self, t: Target, i: int, tick: Tick) -> WorkloadResult:
         cfg = self.cfg
@@ -453,7 +494,8 @@ class Density(Workload):
                 tick()
                 if not ok and ("RunPodSandbox" in res.unsupported or res.too_many_errors()):
                     break
-            running = [p for p in pods if p.container_id and p.sandbox_id]
+            running = [p for p in pods
+                       if p.sandbox_id and (p.container_id or not cfg.containers)]
             if running:
                 time.sleep(cfg.settle_seconds)
                 self._memory(t, running, before, daemon_before, self_pid, res)
@@ -482,8 +524,9 @@ class Density(Workload):
         pod_netns: set[str] = set()
         for pod in running:
             pid = None
-            with contextlib.suppress(CriError):
-                pid = t.client.container_pid(pod.container_id)
+            if pod.container_id:
+                with contextlib.suppress(CriError):
+                    pid = t.client.container_pid(pod.container_id)
             if pid is None:
                 try:
                     sb_pid = t.client.sandbox_pid(pod.sandbox_id)
@@ -498,7 +541,7 @@ class Density(Workload):
                 pid_source["container_status"] += 1
         # pods whose workload pid was unknown: find their processes by cgroup, and their
         # network namespace from those processes
-        markers = [p.container_id for p in running]
+        markers = [p.container_id for p in running if p.container_id]
         for info in after.procs.values():
             if any(m in info.cgroup for m in markers):
                 pod_netns.add(info.netns)
@@ -616,5 +659,5 @@ class Image(Workload):
 
 
 WORKLOADS: dict[str, type[Workload]] = {
-    w.name: w for w in (Basic, Lifecycle, Concurrency, Density, Image)
+    w.name: w for w in (Basic, Lifecycle, Sandbox, Concurrency, Density, Image)
 }

@@ -22,8 +22,14 @@ from podsandbox.types import Process
 from shim.errors import Internal, trim
 
 # Joins each cgroup given before "--", sets a non-negative OOM score, then execs the rest.
+# A v1 hierarchy is joined by writing "0" to its "tasks" file: that moves only the calling
+# thread (sh has one), for which the kernel skips the global cgroup_threadgroup_rwsem. Writing
+# a pid to cgroup.procs takes it for writing, which waits for an RCU grace period when no
+# other cgroup migration happened just before (~10 ms on a 2-vCPU VM: most of the start).
 _JOIN_AND_EXEC = (
-    'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '
+    'while [ "$1" != -- ]; do t="${1%/cgroup.procs}/tasks"; '
+    'if [ -e "$t" ]; then echo 0 > "$t"; else echo $$ > "$1"; fi || exit 125; '
+    'shift; done; shift; '
     'echo "$OOM" > /proc/self/oom_score_adj 2>/dev/null; exec "$@"'
 )
 START_TIMEOUT = 10.0
@@ -51,34 +57,103 @@ class Started:
     """A started pause-holder, with the Popen of its launcher while it is our child."""
 
     def __init__(self, holder: Process, launcher: Process | None,
-                 popen: subprocess.Popen[bytes]) -> None:
+                 popen: subprocess.Popen[bytes],
+                 joining: asyncio.Future[None] | None = None) -> None:
         self.holder = holder
         self.launcher = launcher
         self.popen = popen
+        self._joining = joining
+
+    async def settled(self) -> None:
+        """Wait until the pause-holder is in every cgroup (only ``start(defer_join=True)``
+        can return earlier). Raises Internal if the late join failed. Idempotent."""
+        if self._joining is None:
+            return
+        try:
+            await asyncio.shield(self._joining)
+        except OSError as exc:
+            raise Internal(f"pause-holder could not join its cgroup: {exc.strerror or exc}",
+                           detail=f"pid {self.holder.pid}") from None
+
+
+def split_late(cgroup_procs: list[str]) -> tuple[list[str], list[str]]:
+    """(joined by the launcher itself, joined by the daemon while the launcher starts).
+
+    On a hybrid host the v2 tree is joined late when it has no controllers (nothing is
+    accounted or limited there, it only groups): the launcher joins every v1 hierarchy from
+    its first instruction as before, and the daemon moves it into the v2 cgroup concurrently,
+    so the grace period of that cgroup.procs write (see _JOIN_AND_EXEC) overlaps the
+    namespaces' creation instead of adding to it. start() returns only once it is done.
+    """
+    v1 = [p for p in cgroup_procs if os.path.exists(os.path.join(os.path.dirname(p), "tasks"))]
+    if not v1:
+        return list(cgroup_procs), []
+    late = [p for p in cgroup_procs if p not in v1 and not _controllers(p)]
+    return [p for p in cgroup_procs if p not in late], late
+
+
+def _controllers(procs_file: str) -> str:
+    try:
+        with open(os.path.join(os.path.dirname(procs_file), "cgroup.controllers")) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"  # unknown: join early, as everywhere else
+
+
+def _join(procs_files: list[str], pids: list[int]) -> None:
+    for path in procs_files:
+        for pid in pids:
+            with open(path, "w") as f:
+                f.write(str(pid))
 
 
 async def start(
     catatonit: str, pins: dict[str, str], cgroup_procs: list[str], log_path: str,
-    oom_score_adj: int = 0,
+    oom_score_adj: int = 0, defer_join: bool = False,
 ) -> Started:
-    argv = command(catatonit, pins, cgroup_procs)
+    """Start a pause-holder and wait until catatonit runs with every pin mounted.
+
+    ``defer_join``: return as soon as it runs, while the late cgroup join (see split_late)
+    may still be in flight; the caller must ``await started.settled()`` before the pod is
+    reported ready and before tearing it down (the namespaces are usable at once).
+    """
+    early, late = split_late(cgroup_procs)
+    argv = command(catatonit, pins, early)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "OOM": str(max(0, oom_score_adj))}
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             start_new_session=True, close_fds=True,
         )
+    loop = asyncio.get_running_loop()
+    joining = loop.run_in_executor(None, _join, late, [popen.pid]) if late else None
     try:
         holder_pid = await _wait_ready(popen, catatonit, pins, log_path)
-    except BaseException:
+        if joining is not None and holder_pid != popen.pid:
+            # unshare forked catatonit (PID namespace), maybe before it was moved itself
+            joining = asyncio.ensure_future(_then_join(joining, late, holder_pid))
+        if joining is not None and not defer_join:
+            await joining
+    except BaseException as exc:
         _kill_tree(popen.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(5)
+        if joining is not None:
+            with contextlib.suppress(Exception):
+                await joining
+        if isinstance(exc, OSError):
+            raise Internal(f"pause-holder could not join its cgroup: {exc.strerror or exc}",
+                           detail=_read(log_path)) from None
         raise
     launcher_start = kernel.start_time(popen.pid) or 0
     holder = Process(holder_pid, kernel.start_time(holder_pid) or 0)
     launcher = None if holder_pid == popen.pid else Process(popen.pid, launcher_start)
-    return Started(holder, launcher, popen)
+    return Started(holder, launcher, popen, joining)
+
+
+async def _then_join(first: asyncio.Future[None], procs_files: list[str], pid: int) -> None:
+    await first
+    await asyncio.get_running_loop().run_in_executor(None, _join, procs_files, [pid])
 
 
 def _exe(pid: int) -> str:

@@ -348,17 +348,7 @@ status() {
 
 # crun 1.8 refuses hybrid cgroups while a controller (hugetlb here) is on cgroup2: mount
 # every such controller as a v1 hierarchy (systemd's hybrid layout); cgroup2 then has none.
-cgroups_fix() {
-  local u=/sys/fs/cgroup/unified c
-  [ -r "$u/cgroup.controllers" ] || { log "no hybrid cgroup2 at $u: nothing to do"; return 0; }
-  for c in $(cat "$u/cgroup.controllers"); do
-    findmnt -rn -t cgroup -o OPTIONS | tr ',' '\n' | grep -qx "$c" && continue
-    mkdir -p "/sys/fs/cgroup/$c"
-    mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-    log "mounted the $c controller as a v1 hierarchy at /sys/fs/cgroup/$c"
-  done
-  [ -z "$(cat "$u/cgroup.controllers")" ] || die "cgroup2 still has controllers: $(cat "$u/cgroup.controllers")"
-}
+cgroups_fix() { bash "$(dirname "${BASH_SOURCE[0]}")/cgroups-fix.sh"; }
 
 case "${1:-}" in
   up) up ;;

@@ -30,6 +30,9 @@ if [ "${TETHER_SKIP_LINT:-0}" != 1 ]; then
   [ "$lint_rc" -eq 0 ] || echo "scripts/test.sh: LINT FAILED (exit $lint_rc); running the tests anyway" >&2
 fi
 
+step "cgroups (crun needs no controller left on a hybrid host's cgroup2)"
+bash "$REPO/scripts/cgroups-fix.sh"
+
 step "pytest $* (in a private network namespace)"
 TETHER_HOST_NETNS_INO=$(stat -L -c %i /proc/self/ns/net)
 export TETHER_HOST_NETNS_INO

@@ -19,10 +19,12 @@ from cni.manager import CNIManager
 from podsandbox.manager import SandboxManager
 from shim import config as configmod
 from shim import log, metrics, rpc
+from shim.containers.manager import ContainerManager
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
 from shim.interceptor import Interceptor
+from shim.oci import host
 from shim.socket import SocketGuard
 from shim.store import Store
 
@@ -48,6 +50,10 @@ class Daemon:
         )
         self.images = ImageManager(cfg, self.store)
         self.sandboxes = SandboxManager(cfg, self.store, self.cni)
+        self.containers = ContainerManager(
+            cfg, self.store, self.sandboxes, self.images,
+            host.runtime_options(cfg.runtime.pids_limit),
+        )
         self._server: grpc.aio.Server | None = None
         self._stop = asyncio.Event()
 
@@ -79,8 +85,9 @@ class Daemon:
         cfg = self.config
         guard = self.guard
         try:
-            await self.sandboxes.reconcile()
             await self.images.reconcile()
+            await self.containers.reconcile()
+            await self.sandboxes.reconcile()
             server = grpc.aio.server(interceptors=[Interceptor()])
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(
                 self._servicer("RuntimeService"), server

@@ -1,6 +1,15 @@
 """CRI handlers, one module per call (or per small group of calls), registered by name."""
 
 from shim.rpc import (  # noqa: F401  (registration)
+    container_create,
+    container_exec_sync,
+    container_list,
+    container_remove,
+    container_reopen_log,
+    container_start,
+    container_status,
+    container_stop,
+    container_update,
     image_fs_info,
     image_list,
     image_pull,

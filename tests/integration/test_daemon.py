@@ -135,10 +135,13 @@ def test_metrics_count_calls_errors_and_latency(cri: CRIClient, daemon: TetherDa
     for _ in range(3):
         cri.runtime.Version(pb.VersionRequest())
     with pytest.raises(grpc.RpcError):
-        cri.runtime.ExecSync(pb.ExecSyncRequest(container_id="x"))
+        cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id="x"))
     text = _metrics(daemon)
     assert 'tether_operations_total{operation="Version"} 3.0' in text
-    assert 'tether_operations_errors_total{code="UNIMPLEMENTED",operation="ExecSync"} 1.0' in text
+    assert (
+        'tether_operations_errors_total{code="UNIMPLEMENTED",operation="ContainerStats"} 1.0'
+        in text
+    )
     assert 'tether_operations_latency_seconds_count{operation="Version"} 3.0' in text
     assert 'tether_operations_latency_seconds_bucket{le="0.001",operation="Version"}' in text
     assert 'le="60.0",operation="Version"' in text
@@ -147,7 +150,7 @@ def test_metrics_count_calls_errors_and_latency(cri: CRIClient, daemon: TetherDa
 
 def test_one_log_line_per_rpc_with_request_id_and_ids(cri: CRIClient, daemon: TetherDaemon) -> None:
     with pytest.raises(grpc.RpcError):
-        cri.runtime.ContainerStatus(pb.ContainerStatusRequest(container_id="c0ffee"))
+        cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id="c0ffee"))
     # abort() sends the status before the handler's bookkeeping ends: wait for the line.
     deadline = time.monotonic() + 5
     mine: list[dict[str, object]] = []
@@ -156,7 +159,7 @@ def test_one_log_line_per_rpc_with_request_id_and_ids(cri: CRIClient, daemon: Te
         mine = [
             x
             for x in lines
-            if x.get("method") == "ContainerStatus"
+            if x.get("method") == "ContainerStats"
             and x.get("logger") == "rpc"
             and x.get("container_id")
         ]
@@ -237,7 +240,8 @@ def test_sigterm_lets_an_in_flight_stream_finish(daemon: TetherDaemon) -> None:
     c = daemon.client()
     daemon.signal(signal.SIGTERM)
     try:
-        c.runtime.Version(pb.VersionRequest(), timeout=5)
+        # Longer than the daemon's shutdown grace (10 s): a hang would show as a deadline.
+        c.runtime.Version(pb.VersionRequest(), timeout=15)
     except grpc.RpcError as e:
         assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     c.close()

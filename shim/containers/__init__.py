@@ -1,0 +1,1 @@
+"""Containers: the manager of their life, ExecSync, and CRI log helpers."""

@@ -1,0 +1,54 @@
+"""Container states and what the container manager keeps in ``ContainerRecord.details``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from podsandbox.types import Process
+
+
+class CState(StrEnum):
+    CREATING = "creating"  # CreateContainer under way
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"  # its monitor vanished without an exit record
+    REMOVING = "removing"
+
+
+@dataclass
+class ContainerDetails:
+    handler: str = ""  # runtime handler (runc, crun)
+    container_dir: str = ""  # <root>/containers/<id>: rootfs mount, upper/work
+    bundle: str = ""  # <run>/containers/<id>: config.json, conmon files
+    rootfs: str = ""
+    log_path: str = ""
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    pid: Process | None = None  # the container's init process
+    conmon: Process | None = None
+    reason: str = ""
+    message: str = ""
+    stop_signal: str = "SIGTERM"
+    termination_message_path: str = ""
+    termination_message_policy: str = "File"
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI mounts, as given
+    resources: dict[str, Any] = field(default_factory=dict)  # OCI linux.resources in force
+    config_json: str = ""  # the CRI ContainerConfig, for status and restarts
+    image_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerDetails:
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in data.items() if k in names}
+        for key in ("pid", "conmon"):
+            if d.get(key):
+                d[key] = Process(**d[key])
+        return cls(**d)

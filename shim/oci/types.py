@@ -1,0 +1,55 @@
+"""Inputs of the OCI spec generator (``shim.oci.spec.generate``): everything it needs besides
+the CRI messages themselves, gathered by the container manager. Frozen, so the generator is a
+pure function of its arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podsandbox.types import Mode
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """The pod a container joins, as the sandbox manager made it."""
+
+    sandbox_id: str
+    network: Mode  # POD or NODE
+    ipc: Mode  # POD or NODE
+    uts: Mode  # POD or NODE (NODE when network is NODE)
+    pid: Mode  # POD, CONTAINER or NODE (the pod's mode; a container may ask TARGET)
+    ns_paths: dict[str, str]  # kind ("net", "ipc", "uts", "pid") -> pinned path, POD kinds only
+    hostname: str
+    hostname_path: str  # file to bind at /etc/hostname
+    resolv_conf_path: str  # file to bind at /etc/resolv.conf
+    shm_path: str  # directory to bind at /dev/shm (the node's /dev/shm with host IPC)
+    cgroup_parent: str  # the pod's cgroup parent as the CRI gave it ("" = runtime default)
+    sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, applied to containers
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Node and daemon facts the spec depends on."""
+
+    cgroup_driver: str = "cgroupfs"  # or "systemd"
+    cgroup_v2: bool = False  # True when the unified hierarchy holds the controllers
+    pids_limit: int = 0  # 0: none (never -1: crun 1.8 rejects it on cgroup v1)
+    # Capabilities the daemon itself holds (its bounding set): a spec may grant no others.
+    host_capabilities: frozenset[str] = frozenset()
+    default_capabilities: tuple[str, ...] = ()  # () = the built-in CRI-O-like default set
+    apparmor_enabled: bool = False
+    # AppArmor profile for RuntimeDefault (must be loaded on the node); "" = unconfined.
+    apparmor_default_profile: str = ""
+    seccomp_enabled: bool = True
+    # Lowest oom_score_adj the kernel lets the daemon set (0 without CAP_SYS_RESOURCE).
+    min_oom_score_adj: int = -1000
+    # Directory of Localhost seccomp profiles (relative profile names resolve here).
+    seccomp_profile_root: str = "/var/lib/kubelet/seccomp"
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The image's /etc/passwd and /etc/group (read from the rootfs), for user resolution."""
+
+    passwd: str = ""
+    group: str = ""

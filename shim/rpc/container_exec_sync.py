@@ -1,0 +1,22 @@
+"""ExecSync: a command in a running container; its output and exit code."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("ExecSync")
+async def exec_sync(d: Daemon, req: pb.ExecSyncRequest, ctx: object) -> pb.ExecSyncResponse:
+    if not req.container_id:
+        raise InvalidArgument("container_id: required")
+    if req.timeout < 0:
+        raise InvalidArgument(f"timeout: must be >= 0 (got {req.timeout})")
+    res = await d.containers.exec_sync(req.container_id, list(req.cmd), float(req.timeout))
+    return pb.ExecSyncResponse(stdout=res.stdout, stderr=res.stderr, exit_code=res.exit_code)

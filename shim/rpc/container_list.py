@@ -1,0 +1,35 @@
+"""ListContainers and StreamContainers: filters applied to the in-memory index."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.rpc.container_convert import matches, to_container
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+def _select(d: Daemon, f: pb.ContainerFilter | None) -> list[pb.Container]:
+    return d.store.containers.scan(lambda r: to_container(r) if matches(r, f) else None)
+
+
+@rpc("ListContainers")
+async def list_containers(
+    d: Daemon, req: pb.ListContainersRequest, ctx: object
+) -> pb.ListContainersResponse:
+    f = req.filter if req.HasField("filter") else None
+    return pb.ListContainersResponse(containers=_select(d, f))
+
+
+@rpc("StreamContainers")
+async def stream_containers(
+    d: Daemon, req: pb.StreamContainersRequest, ctx: object
+) -> AsyncIterator[pb.StreamContainersResponse]:
+    f = req.filter if req.HasField("filter") else None
+    items = _select(d, f)
+    for i in range(0, max(len(items), 1), 100):
+        yield pb.StreamContainersResponse(containers=items[i : i + 100])

@@ -1,0 +1,26 @@
+"""ContainerStatus: answered from memory (the kubelet polls it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc.container_convert import to_status, verbose_info
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("ContainerStatus")
+async def container_status(
+    d: Daemon, req: pb.ContainerStatusRequest, ctx: object
+) -> pb.ContainerStatusResponse:
+    if not req.container_id:
+        raise InvalidArgument("container_id: required")
+    rec = d.containers.get(req.container_id)
+    resp = pb.ContainerStatusResponse(status=to_status(rec))
+    if req.verbose:
+        resp.info.update(verbose_info(rec))
+    return resp

@@ -1,0 +1,22 @@
+"""UpdateContainerResources: new limits through the OCI runtime's update."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc.registry import rpc
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("UpdateContainerResources")
+async def update_container_resources(
+    d: Daemon, req: pb.UpdateContainerResourcesRequest, ctx: object
+) -> pb.UpdateContainerResourcesResponse:
+    if not req.container_id:
+        raise InvalidArgument("container_id: required")
+    await d.containers.update_resources(req.container_id, req.linux)
+    return pb.UpdateContainerResourcesResponse()
