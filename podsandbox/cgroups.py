@@ -19,7 +19,6 @@ from shim.errors import InvalidArgument
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = {"cgroupfs": "/tether", "systemd": "tether.slice"}
-_OWN_PARENTS = {"tether", "tether.slice"}
 _SLICE = re.compile(r"^[A-Za-z0-9_.:\\-]+\.slice$")
 
 
@@ -71,6 +70,11 @@ def expand_slice(name: str) -> str:
     for i in range(1, len(parts) + 1):
         out.append("-".join(parts[:i]) + ".slice")
     return "/".join(out)
+
+
+def parent_path(parent: str, driver: str) -> str:
+    """The relative cgroup path of a parent (an empty parent: Tether's default). Pure."""
+    return pod_cgroup(parent, driver, "x").rsplit("/", 1)[0]
 
 
 def pod_cgroup(parent: str, driver: str, sandbox_id: str) -> str:
@@ -138,12 +142,12 @@ def create(relpath: str) -> tuple[list[str], list[str]]:
     return procs, created
 
 
-def remove(relpath: str, created: list[str]) -> None:
-    """Remove the pod's cgroup, then parents this pod created, or Tether's default parent,
-    when they are empty (kubelet-made parents are the kubelet's to remove)."""
-    parts = relpath.split("/")
-    ours = {"/".join(parts[:i]) for i in range(1, len(parts)) if parts[i - 1] in _OWN_PARENTS}
-    for rel in sorted({relpath, *created, *ours}, key=lambda r: -r.count("/")):
+def remove(relpath: str, created: list[str], own_parent: str = "") -> None:
+    """Remove the pod's cgroup, then parents this pod created, and Tether's own default
+    parent (relative path ``own_parent``), when they are empty. Parents the kubelet made are
+    the kubelet's to remove."""
+    rels = {relpath, *created, *([own_parent] if own_parent else [])}
+    for rel in sorted(rels, key=lambda r: -r.count("/")):
         for point in layout().mountpoints():
             d = os.path.join(point, rel)
             try:
@@ -154,10 +158,6 @@ def remove(relpath: str, created: list[str]) -> None:
                 # A parent another pod still uses, or a leaf with live tasks: leave it.
                 if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                     raise
-
-
-def exists(relpath: str) -> bool:
-    return any(os.path.isdir(os.path.join(p, relpath)) for p in layout().mountpoints())
 
 
 def kill_all(relpath: str) -> None:

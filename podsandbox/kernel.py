@@ -10,7 +10,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -96,6 +99,22 @@ def in_namespaces(paths: dict[str, str], fn: Callable[[], T]) -> T:
     if error:
         raise error[0]
     return result[0]
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def link_up(ifname: str) -> None:
+    """Set a link up in the calling thread's network namespace (one ioctl; no netlink
+    library to load). For ``lo`` in a new pod namespace, inside ``in_namespaces``."""
+    name = ifname.encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        got = fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sH22x", name, 0))
+        flags = struct.unpack("16sH22x", got)[1]
+        if not flags & _IFF_UP:
+            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", name, flags | _IFF_UP))
 
 
 def start_time(pid: int) -> int | None:

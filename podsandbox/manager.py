@@ -41,9 +41,12 @@ class SandboxManager:
         self.cni = cni
         self.logger = log.get("sandbox")
         self.run_dir = cfg.paths.run
+        self.default_parent = cfg.runtime.default_cgroup_parent
+        # Tether's own default parent: removed when its last pod goes.
+        self.own_parent = cgroups.parent_path(self.default_parent, cfg.runtime.cgroup_driver)
         self._locks: dict[str, asyncio.Lock] = {}
         self._names: dict[str, str] = {}
-        self._popens: dict[str, subprocess.Popen[bytes]] = {}
+        self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
         self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
         # Containers of a pod are stopped/removed with it; the container manager sets these.
         self.on_stop: Hook | None = None
@@ -54,13 +57,7 @@ class SandboxManager:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
     def resolve(self, id_or_prefix: str) -> str | None:
-        """A full id, or a unique prefix of one (crictl users type prefixes)."""
-        if not id_or_prefix:
-            return None
-        if self.store.sandboxes.get(id_or_prefix) is not None:
-            return id_or_prefix
-        matches = [i for i in self.store.sandboxes.ids() if i.startswith(id_or_prefix)]
-        return matches[0] if len(matches) == 1 else None
+        return self.store.sandboxes.resolve(id_or_prefix)
 
     def get(self, id_or_prefix: str) -> SandboxRecord:
         sid = self.resolve(id_or_prefix)
@@ -81,7 +78,8 @@ class SandboxManager:
             )
         sysctl_list = sysctls.validate(dict(spec.sysctls), spec.modes)
         sid = secrets.token_hex(32)
-        cgroup = cgroups.pod_cgroup(spec.cgroup_parent, self.cfg.runtime.cgroup_driver, sid)
+        cgroup = cgroups.pod_cgroup(spec.cgroup_parent or self.default_parent,
+                                    self.cfg.runtime.cgroup_driver, sid)
         key = _name_key(spec.name, spec.namespace, spec.uid, spec.attempt)
         if key in self._names:
             raise AlreadyExists(
@@ -138,21 +136,31 @@ class SandboxManager:
             files.mount_shm(d.shm_path)
         procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
         namespaces.prepare(d.pins)
+        # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
+        # period) overlaps the steps below; settled() is awaited before the pod is ready.
         started = await pauseholder.start(
             self.cfg.runtime.pause_holder, d.pins, procs,
-            os.path.join(d.sandbox_dir, "pause.log"),
+            os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
         )
+        self._started[rec.id] = started
         d.holder, d.launcher = started.holder, started.launcher
-        self._popens[rec.id] = started.popen
         d.inodes = namespaces.inodes(d.pins)
         rec.details = d.to_dict()
         await self.store.sandboxes.put(rec)
-        await loop.run_in_executor(None, self._setup_namespaces, d, spec.modes, sysctl_list)
-        if spec.modes.network is Mode.POD:
-            result = await self.cni.add(self._pod_network(rec, d))
+        # Hostname, lo and sysctls do not depend on CNI: both run at once.
+        setup = loop.run_in_executor(None, self._setup_namespaces, d, spec.modes, sysctl_list)
+        network = (self.cni.add(self._pod_network(rec, d))
+                   if spec.modes.network is Mode.POD else asyncio.sleep(0, None))
+        setup_done, result = await asyncio.gather(setup, network, return_exceptions=True)
+        if isinstance(setup_done, BaseException):
+            raise setup_done
+        if isinstance(result, BaseException):
+            raise result
+        if result is not None:
             d.cni_network = result.network_name
             d.ips = [str(ip.address.ip) for ip in result.sandbox_ips()]
             d.cni_result = dict(result.raw)
+        await started.settled()
         rec.details = d.to_dict()
         rec.state = State.READY.value
         await self.store.sandboxes.put(rec)
@@ -170,7 +178,7 @@ class SandboxManager:
             if modes.uts is Mode.POD:
                 socket.sethostname(d.hostname)
             if modes.network is Mode.POD:
-                _loopback_up()
+                kernel.link_up("lo")
             sysctls.apply(sysctl_list)
 
         kernel.in_namespaces(joined, work)
@@ -212,7 +220,7 @@ class SandboxManager:
             await step("cni", lambda: self.cni.delete(self._pod_network(rec, d)))
         await step("pause-holder", lambda: self._kill(rec.id, d))
         await step("pins", lambda: namespaces.unpin(d.pins))
-        await step("cgroup", lambda: cgroups.remove(d.cgroup, d.cgroup_created))
+        await step("cgroup", lambda: cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent))
         await step("files", lambda: files.remove(
             d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else ""))
         if errors:
@@ -223,13 +231,17 @@ class SandboxManager:
 
     async def _kill(self, sandbox_id: str, d: SandboxDetails) -> None:
         self._unwatch(sandbox_id)
+        started = self._started.pop(sandbox_id, None)
+        if started is not None:
+            # A cgroup join still in flight would race the cgroup's removal.
+            with contextlib.suppress(TetherError):
+                await started.settled()
         await pauseholder.stop(d.holder, d.launcher)
         if d.cgroup:
             cgroups.kill_all(d.cgroup)  # a holder started but not yet recorded
-        popen = self._popens.pop(sandbox_id, None)
-        if popen is not None:
+        if started is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(5)  # reap our child
+                started.popen.wait(5)  # reap our child
 
     async def _forget(self, rec: SandboxRecord) -> None:
         await self.store.sandboxes.delete(rec)
@@ -291,7 +303,7 @@ class SandboxManager:
         if self.on_remove is not None:
             await self.on_remove(rec)
         namespaces.unpin(d.pins)
-        cgroups.remove(d.cgroup, d.cgroup_created)
+        cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent)
         files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
         await self._forget(rec)
 
@@ -315,9 +327,9 @@ class SandboxManager:
 
     def _holder_died(self, sandbox_id: str) -> None:
         self._unwatch(sandbox_id)
-        popen = self._popens.get(sandbox_id)
-        if popen is not None and popen.poll() is not None:
-            self._popens.pop(sandbox_id, None)
+        started = self._started.get(sandbox_id)
+        if started is not None and started.popen.poll() is not None:
+            self._started.pop(sandbox_id, None)
         asyncio.get_running_loop().create_task(self._mark_notready(sandbox_id))
 
     async def _mark_notready(self, sandbox_id: str) -> None:
@@ -385,11 +397,3 @@ class SandboxManager:
             count += 1
         return count
 
-
-def _loopback_up() -> None:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname="lo")
-        if idx:
-            ipr.link("set", index=idx[0], state="up")

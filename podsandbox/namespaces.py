@@ -22,10 +22,6 @@ def prepare(pins: dict[str, str]) -> None:
         os.close(fd)
 
 
-def all_pinned(pins: dict[str, str]) -> bool:
-    return all(kernel.is_nsfs(p) for p in pins.values())
-
-
 def inodes(pins: dict[str, str]) -> dict[str, int]:
     return {k: os.stat(p).st_ino for k, p in pins.items() if kernel.is_nsfs(p)}
 

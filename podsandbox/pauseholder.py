@@ -28,7 +28,7 @@ from shim.errors import Internal, trim
 # other cgroup migration happened just before (~10 ms on a 2-vCPU VM: most of the start).
 _JOIN_AND_EXEC = (
     'while [ "$1" != -- ]; do t="${1%/cgroup.procs}/tasks"; '
-    'if [ -e "$t" ]; then echo 0 > "$t"; else echo $$ > "$1"; fi || exit 125; '
+    '{ [ -e "$t" ] && echo 0 2>/dev/null > "$t"; } || echo $$ > "$1" || exit 125; '
     'shift; done; shift; '
     'echo "$OOM" > /proc/self/oom_score_adj 2>/dev/null; exec "$@"'
 )
@@ -81,9 +81,10 @@ def split_late(cgroup_procs: list[str]) -> tuple[list[str], list[str]]:
 
     On a hybrid host the v2 tree is joined late when it has no controllers (nothing is
     accounted or limited there, it only groups): the launcher joins every v1 hierarchy from
-    its first instruction as before, and the daemon moves it into the v2 cgroup concurrently,
-    so the grace period of that cgroup.procs write (see _JOIN_AND_EXEC) overlaps the
-    namespaces' creation instead of adding to it. start() returns only once it is done.
+    its first instruction as before (through "tasks", without the grace period, see
+    _JOIN_AND_EXEC), and the daemon moves the holder into the v2 cgroup once it runs. With
+    ``start(defer_join=True)`` that write's grace period overlaps the caller's next steps
+    (CNI ADD) instead of adding to the start.
     """
     v1 = [p for p in cgroup_procs if os.path.exists(os.path.join(os.path.dirname(p), "tasks"))]
     if not v1:
@@ -125,15 +126,16 @@ async def start(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             start_new_session=True, close_fds=True,
         )
-    loop = asyncio.get_running_loop()
-    joining = loop.run_in_executor(None, _join, late, [popen.pid]) if late else None
+    joining: asyncio.Future[None] | None = None
     try:
         holder_pid = await _wait_ready(popen, catatonit, pins, log_path)
-        if joining is not None and holder_pid != popen.pid:
-            # unshare forked catatonit (PID namespace), maybe before it was moved itself
-            joining = asyncio.ensure_future(_then_join(joining, late, holder_pid))
-        if joining is not None and not defer_join:
-            await joining
+        if late:
+            # After the launcher is up: the write holds cgroup_mutex for its grace period,
+            # which would stall the launcher's own joins (and every cgroup mkdir/rmdir).
+            pids = [popen.pid] if holder_pid == popen.pid else [popen.pid, holder_pid]
+            joining = asyncio.get_running_loop().run_in_executor(None, _join, late, pids)
+            if not defer_join:
+                await joining
     except BaseException as exc:
         _kill_tree(popen.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -149,11 +151,6 @@ async def start(
     holder = Process(holder_pid, kernel.start_time(holder_pid) or 0)
     launcher = None if holder_pid == popen.pid else Process(popen.pid, launcher_start)
     return Started(holder, launcher, popen, joining)
-
-
-async def _then_join(first: asyncio.Future[None], procs_files: list[str], pid: int) -> None:
-    await first
-    await asyncio.get_running_loop().run_in_executor(None, _join, procs_files, [pid])
 
 
 def _exe(pid: int) -> str:

@@ -62,6 +62,8 @@ class RuntimeConfig:
     default_handler: str = "runc"
     handlers: dict[str, HandlerConfig] = field(default_factory=_default_handlers)
     cgroup_driver: str = "cgroupfs"
+    # Parent cgroup of pods that name none ("": /tether, or tether.slice with systemd).
+    default_cgroup_parent: str = ""
     conmon: str = "/usr/bin/conmon"
     pause_holder: str = "/usr/bin/catatonit"
     pids_limit: int = 0  # 0: no limit from the runtime's side
@@ -226,6 +228,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"key 'runtime.cgroup_driver': must be one of {', '.join(CGROUP_DRIVERS)} "
             f"(got {cfg.runtime.cgroup_driver!r})"
+        )
+    parent = cfg.runtime.default_cgroup_parent
+    if parent and cfg.runtime.cgroup_driver == "cgroupfs" and not parent.startswith("/"):
+        raise ConfigError(
+            f"key 'runtime.default_cgroup_parent': the cgroupfs driver needs an absolute path "
+            f"(got {parent!r})"
+        )
+    if parent and cfg.runtime.cgroup_driver == "systemd" and not parent.endswith(".slice"):
+        raise ConfigError(
+            f"key 'runtime.default_cgroup_parent': the systemd driver needs a slice name "
+            f"(got {parent!r})"
         )
     if not cfg.runtime.handlers:
         raise ConfigError("key 'runtime.handlers': at least one runtime handler is needed")

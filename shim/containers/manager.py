@@ -22,6 +22,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails, State
@@ -78,12 +79,7 @@ class ContainerManager:
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def resolve(self, id_or_prefix: str) -> str | None:
-        if not id_or_prefix:
-            return None
-        if self.store.containers.get(id_or_prefix) is not None:
-            return id_or_prefix
-        matches = [i for i in self.store.containers.ids() if i.startswith(id_or_prefix)]
-        return matches[0] if len(matches) == 1 else None
+        return self.store.containers.resolve(id_or_prefix)
 
     def get(self, id_or_prefix: str) -> ContainerRecord:
         cid = self.resolve(id_or_prefix)
@@ -187,6 +183,7 @@ class ContainerManager:
             device_info=_device_info(config),
         )
         d.resources = doc.get("linux", {}).get("resources", {})
+        d.cgroup_path = doc.get("linux", {}).get("cgroupsPath", "")
         _write_json(os.path.join(d.bundle, "config.json"), doc)
         rec.details = d.to_dict()
         rec.state = CState.CREATED.value
@@ -293,6 +290,14 @@ class ContainerManager:
     async def _on_exit(self, cid: str) -> None:
         """conmon is gone: record what its exit file says (once)."""
         rec = self.store.containers.get(cid)
+        if rec is not None and rec.state == CState.CREATED.value and cid in self._locks:
+            # A quick process can exit while StartContainer still holds the lock; its record
+            # (RUNNING) is committed after an await and would undo this one: record after it.
+            # (Deadlock-free: nothing holding the lock of a created container waits for its
+            # exit.)
+            async with self._lock(cid):
+                pass
+            rec = self.store.containers.get(cid)
         if rec is None or rec.state not in (CState.RUNNING.value, CState.CREATED.value):
             self._signal_exit(cid)
             return
@@ -315,7 +320,11 @@ class ContainerManager:
         rec.exit_code = code
         rec.finished_at = finished
         rec.state = CState.EXITED.value
-        oom = os.path.exists(os.path.join(d.bundle, "oom"))
+        # conmon writes <persist-dir>/oom when it sees the cgroup's OOM event; the cgroup's
+        # own counter (still there: the runtime removes it only at delete) covers an event
+        # conmon missed or had no time to record.
+        oom = os.path.exists(os.path.join(d.bundle, "oom")) or \
+            _cgroup_oom_kills(d.cgroup_path or _cgroups_path(d.bundle)) > 0
         d.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         d.message = self._termination_message(d, code)
         rec.details = d.to_dict()
@@ -458,7 +467,29 @@ class ContainerManager:
             d = ContainerDetails.from_dict(rec.details)
             new = resources_to_oci(resources, self.options)
             if rec.state == CState.RUNNING.value:
+                limit = int((new.get("memory") or {}).get("limit") or 0)
+                if limit > 0:
+                    # runc says why the kernel refuses a limit below usage, crun only "Device
+                    # or resource busy": refuse it here, with the numbers.
+                    used = _memory_working_set(d.cgroup_path or _cgroups_path(d.bundle))
+                    if used is not None and limit < used:
+                        raise FailedPrecondition(
+                            f"linux.memory_limit_in_bytes: {limit} bytes is below the current "
+                            f"memory usage of container {rec.id} ({used} bytes, not counting "
+                            f"inactive page cache)")
                 await self.runtime(d.handler).update(rec.id, new)
+            # config.json too: a created container starts with it, and the verbose status
+            # shows it (its device rules are kept: ``new`` has none).
+            path = os.path.join(d.bundle, "config.json")
+            try:
+                with open(path) as f:
+                    doc = json.load(f)
+                linux = doc.setdefault("linux", {})
+                linux["resources"] = {**linux.get("resources", {}), **new}
+                _write_json(path, doc)
+            except (OSError, ValueError) as e:
+                raise Internal(f"cannot record the new resources of container {rec.id}: "
+                               f"{e}") from None
             merged = {**d.resources, **new}
             d.resources = merged
             rec.details = d.to_dict()
@@ -547,3 +578,69 @@ def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, i
             continue
         info[path] = (kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode))
     return info
+
+
+def _cgroups_path(bundle: str) -> str:
+    """``linux.cgroupsPath`` of the container's config.json ("" when unreadable)."""
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            return str(json.load(f).get("linux", {}).get("cgroupsPath") or "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _memory_working_set(cgroups_path: str) -> int | None:
+    """Memory the container's cgroup uses and the kernel cannot simply drop: usage minus
+    inactive file pages (the kubelet's working set). v1 memory controller, else v2; None when
+    the cgroup cannot be read. ``cgroups_path``: a cgroupfs path, as Tether always gives."""
+    rel = cgroups_path.strip("/")
+    if not rel or ":" in rel:
+        return None
+    layout = pod_cgroups.layout()
+    v1 = dict(layout.v1).get("memory")
+    if v1:
+        base, usage_file, inactive_key = os.path.join(v1, rel), "memory.usage_in_bytes", \
+            "total_inactive_file"
+    elif layout.v2:
+        base, usage_file, inactive_key = os.path.join(layout.v2, rel), "memory.current", \
+            "inactive_file"
+    else:
+        return None
+    try:
+        with open(os.path.join(base, usage_file)) as f:
+            usage = int(f.read().strip())
+        inactive = 0
+        with open(os.path.join(base, "memory.stat")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    inactive = int(value)
+                    break
+    except (OSError, ValueError):
+        return None
+    return max(0, usage - inactive)
+
+
+def _cgroup_oom_kills(cgroups_path: str) -> int:
+    """OOM kills in the container's cgroup: ``oom_kill`` of v1 memory.oom_control, else of v2
+    memory.events; 0 when unknown."""
+    rel = cgroups_path.strip("/")
+    if not rel or ":" in rel:
+        return 0
+    layout = pod_cgroups.layout()
+    v1 = dict(layout.v1).get("memory")
+    if v1:
+        path = os.path.join(v1, rel, "memory.oom_control")
+    elif layout.v2:
+        path = os.path.join(layout.v2, rel, "memory.events")
+    else:
+        return 0
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0

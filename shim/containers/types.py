@@ -38,6 +38,7 @@ class ContainerDetails:
     termination_message_policy: str = "File"
     mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI mounts, as given
     resources: dict[str, Any] = field(default_factory=dict)  # OCI linux.resources in force
+    cgroup_path: str = ""  # linux.cgroupsPath: relative to each hierarchy's root
     config_json: str = ""  # the CRI ContainerConfig, for status and restarts
     image_id: str = ""
 

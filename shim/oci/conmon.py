@@ -84,6 +84,7 @@ async def create(argv: list[str], paths: MonitorPaths) -> Monitored:
             popen = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 pass_fds=(sync_w, start_r), start_new_session=True,
+                cwd=paths.bundle,  # conmon writes some files (e.g. "oom") to its cwd
             )
         os.close(sync_w)
         os.close(start_r)

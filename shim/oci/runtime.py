@@ -61,11 +61,6 @@ class OCIRuntime:
         with contextlib.suppress(NotFound):
             await self._run("delete", "--force", container_id)
 
-    async def state(self, container_id: str) -> dict[str, Any]:
-        out = await self._run("state", container_id)
-        state: dict[str, Any] = json.loads(out)
-        return state
-
     async def update(self, container_id: str, resources: dict[str, Any]) -> None:
         try:
             await self._run("update", "--resources", "-", container_id,

@@ -156,7 +156,10 @@ def _seccomp(
     if kind == "runtime":
         return dict(seccomp.default_profile(capabilities=capabilities))
     path = ref if ref.startswith("/") else posixpath.join(runtime.seccomp_profile_root, ref)
-    return dict(seccomp.load_localhost(path, capabilities=capabilities))
+    try:
+        return dict(seccomp.load_localhost(path, capabilities=capabilities))
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{field}: {e.message}", detail=e.detail) from None
 
 
 def _apparmor(

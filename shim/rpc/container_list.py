@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from shim.cri import api_pb2 as pb
 from shim.rpc.container_convert import matches, to_container
 from shim.rpc.registry import rpc
+from shim.rpc.streaming import chunks
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
@@ -30,6 +31,5 @@ async def stream_containers(
     d: Daemon, req: pb.StreamContainersRequest, ctx: object
 ) -> AsyncIterator[pb.StreamContainersResponse]:
     f = req.filter if req.HasField("filter") else None
-    items = _select(d, f)
-    for i in range(0, max(len(items), 1), 100):
-        yield pb.StreamContainersResponse(containers=items[i : i + 100])
+    for chunk in chunks(_select(d, f)):
+        yield pb.StreamContainersResponse(containers=chunk)

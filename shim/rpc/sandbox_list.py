@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
 from shim.rpc.sandbox_convert import matches, to_pod_sandbox
+from shim.rpc.streaming import chunks
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
@@ -30,7 +31,5 @@ async def stream_pod_sandboxes(
     d: Daemon, req: pb.StreamPodSandboxesRequest, ctx: object
 ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
     f = req.filter if req.HasField("filter") else None
-    items = _select(d, f)
-    # Chunks keep each message small however many pods there are.
-    for i in range(0, max(len(items), 1), 100):
-        yield pb.StreamPodSandboxesResponse(pod_sandboxes=items[i : i + 100])
+    for chunk in chunks(_select(d, f)):
+        yield pb.StreamPodSandboxesResponse(pod_sandboxes=chunk)

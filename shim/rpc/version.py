@@ -17,11 +17,15 @@ KUBELET_API_VERSION = "0.1.0"
 RUNTIME_API_VERSION = "v1"
 
 
-def runtime_version() -> str:
+def _runtime_version() -> str:
     try:
         return version("tether")
     except PackageNotFoundError:  # running from a source tree that was not installed
         return "0.0.0+source"
+
+
+# Read once: the package metadata lookup costs more than the rest of the RPC.
+RUNTIME_VERSION = _runtime_version()
 
 
 @rpc("Version")
@@ -29,6 +33,6 @@ async def version_rpc(d: Daemon, req: pb.VersionRequest, ctx: object) -> pb.Vers
     return pb.VersionResponse(
         version=KUBELET_API_VERSION,
         runtime_name=RUNTIME_NAME,
-        runtime_version=runtime_version(),
+        runtime_version=RUNTIME_VERSION,
         runtime_api_version=RUNTIME_API_VERSION,
     )

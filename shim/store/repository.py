@@ -49,6 +49,15 @@ class Repository(Generic[R]):
                 out.append(value)
         return out
 
+    def resolve(self, id_or_prefix: str) -> str | None:
+        """A full id, or a unique prefix of one (crictl users type prefixes)."""
+        if not id_or_prefix:
+            return None
+        if id_or_prefix in self._index:
+            return id_or_prefix
+        matches = [i for i in self._index if i.startswith(id_or_prefix)]
+        return matches[0] if len(matches) == 1 else None
+
     def ids(self) -> builtins.list[str]:
         return list(self._index)
 

@@ -4,6 +4,7 @@ bind-mount pins, cgroups and CNI plugins, inside the test run's private network 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from tests.integration.cni_helpers import (
 from tests.rig.daemon import CRIClient, TetherDaemon
 
 NETWORK = "tether-pods"
+_ENV_SEQ = itertools.count()
 SUBNET = "10.89.0.0/24"
 
 
@@ -37,6 +39,7 @@ class Env:
     cri: CRIClient
     ipam: Path
     fake_plugins: str
+    cgroup_parent: str  # the daemon's default cgroup parent (relative)
 
     def conflist(self, plugins: list[dict[str, Any]], **extra: Any) -> None:
         for old in self.daemon.cni_conf_dir.glob("*"):
@@ -89,19 +92,33 @@ def pod_config(name: str, *, pid: int = pb.CONTAINER, network: int = pb.POD, ipc
     )
 
 
-def start_env(base: Path, extra_config: str = "") -> Env:
+def start_env(base: Path, extra_config: str = "", driver: str = "cgroupfs") -> Env:
     fake = install_fake_plugins(base / "fake-cni")
-    config = f'[network]\nplugin_dirs = ["{fake}", "/usr/lib/cni"]\n' + extra_config
+    # A default cgroup parent of its own: what this daemon leaves behind is told apart from
+    # what other runtimes on the node (or other test runs) have there.
+    name = f"tethertest{os.getpid()}x{next(_ENV_SEQ)}"
+    parent, rel = (f"{name}.slice", f"{name}.slice") if driver == "systemd" else (f"/{name}", name)
+    config = (f'[network]\nplugin_dirs = ["{fake}", "/usr/lib/cni"]\n'
+              f'[runtime]\ncgroup_driver = "{driver}"\ndefault_cgroup_parent = "{parent}"\n'
+              + extra_config)
     daemon = TetherDaemon(base / "t", config_text=config, log_level="info").start()
-    env = Env(daemon, daemon.client(), base / "ipam", fake)
-    return env
+    return Env(daemon, daemon.client(), base / "ipam", fake, rel)
 
 
 def stop_env(env: Env) -> None:
-    for item in env.cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
-        env.remove(item.id)
-    env.cri.close()
-    env.daemon.stop()
+    """Remove every pod (so a failed test leaks nothing into the next), always stop the
+    daemon, then report what could not be removed."""
+    errors = []
+    try:
+        for item in env.cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items:
+            try:
+                env.remove(item.id)
+            except grpc.RpcError as e:
+                errors.append(f"{item.id}: {e.details()}")
+    finally:
+        env.cri.close()
+        env.daemon.stop()
+    assert not errors, f"teardown could not remove pods: {errors}"
 
 
 @pytest.fixture
@@ -147,20 +164,20 @@ def snapshot(env: Env) -> dict[str, Any]:
         "sandboxes": sandboxes,
         "leases": env.leases(),
         "cni_cache": sorted(os.listdir(cache)) if cache.exists() else [],
-        "cgroups": pod_cgroups(),
+        "cgroups": pod_cgroups(env.cgroup_parent),
         "catatonit": sorted(p for p in os.listdir("/proc") if p.isdigit() and
-                            _comm(p) == "catatonit" and _in_tree(p) and not _zombie(p)),
+                            _comm(p) == "catatonit" and _in_tree(p, env.cgroup_parent)
+                            and not _zombie(p)),
     }
 
 
-def pod_cgroups() -> list[str]:
-    """Pause-holder cgroups under Tether's default parents, in every hierarchy."""
+def pod_cgroups(parent: str) -> list[str]:
+    """Pause-holder cgroups under the daemon's default parent, in every hierarchy."""
     out = []
     for point in cgroups.layout().mountpoints():
-        for parent in ("tether", "tether.slice"):
-            d = Path(point) / parent
-            if d.is_dir():
-                out += [str(p) for p in d.iterdir() if p.is_dir() and p.name.startswith("tether-")]
+        d = Path(point) / parent
+        if d.is_dir():
+            out += [str(p) for p in d.iterdir() if p.is_dir() and p.name.startswith("tether-")]
     return sorted(out)
 
 
@@ -176,13 +193,13 @@ def _zombie(pid: str) -> bool:
     return kernel.state(int(pid)) in ("Z", None)
 
 
-def _in_tree(pid: str) -> bool:
-    """A Tether pause-holder: it lives in a tether-<id> cgroup."""
+def _in_tree(pid: str, parent: str) -> bool:
+    """A pause-holder of this daemon: it lives in a tether-<id> cgroup under its parent."""
     try:
         cg = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
         return False
-    return "tether-" in cg
+    return f"/{parent}/tether-" in cg
 
 
 # --- namespaces, seen from outside ----------------------------------------------------------
@@ -382,11 +399,7 @@ def test_cgroup_parent_systemd_and_cgroupfs(tmp_path: Path) -> None:
         ("cgroupfs", "/tether-test-kubepods/pod1", "tether-test-kubepods/pod1/tether-"),
         ("systemd", "tethertest-pod1.slice", "tethertest.slice/tethertest-pod1.slice/tether-"),
     ):
-        e = start_env(tmp_path / driver, extra_config="")
-        e.daemon.stop()
-        e.daemon.extra_args = ["--cgroup-driver", driver]
-        e.daemon.start()
-        e.cri = e.daemon.client()
+        e = start_env(tmp_path / driver, driver=driver)
         try:
             e.conflist([e.bridge(), {"type": "loopback"}])
             sid = e.run("cg", cgroup_parent=parent)
@@ -398,6 +411,11 @@ def test_cgroup_parent_systemd_and_cgroupfs(tmp_path: Path) -> None:
             top = expect.split("/")[0]
             assert not any(os.path.exists(os.path.join(p, top))
                            for p in cgroups.layout().mountpoints())
+            # Without a parent of its own, a pod goes under the daemon's default parent.
+            sid = e.run("dflt")
+            assert e.status(sid)[1]["cgroup"].startswith(e.cgroup_parent + "/tether-")
+            e.remove(sid)
+            assert pod_cgroups(e.cgroup_parent) == []
         finally:
             stop_env(e)
 
@@ -496,8 +514,6 @@ def test_stop_releases_the_ip_even_when_the_netns_pin_is_gone(env: Env) -> None:
 
 
 def test_leak_free_over_50_cycles(env: Env) -> None:
-    sid = env.run("warm")  # first use creates Tether's default parent cgroup
-    env.remove(sid)
     before = snapshot(env)
     for i in range(50):
         sid = env.run(f"cycle{i}", pid=pb.POD if i % 2 else pb.CONTAINER,

@@ -1,0 +1,115 @@
+"""Pure parts of the sandbox layer: cgroup paths, sysctl rules, resolv.conf, the pause-holder
+command line, and the CRI request conversion."""
+
+from __future__ import annotations
+
+import pytest
+
+from cni.types import DNSConfig
+from podsandbox import cgroups, files, pauseholder, sysctls
+from podsandbox.types import Mode, NamespaceModes
+from shim.cri import api_pb2 as pb
+from shim.errors import InvalidArgument
+from shim.rpc import sandbox_convert as conv
+
+
+def test_expand_slice() -> None:
+    assert cgroups.expand_slice("kubepods-besteffort-pod1.slice") == (
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice")
+    assert cgroups.expand_slice("tether.slice") == "tether.slice"
+    assert cgroups.expand_slice("-.slice") == ""
+
+
+def test_pod_cgroup_paths() -> None:
+    assert cgroups.pod_cgroup("/kubepods/pod1", "cgroupfs", "abc") == "kubepods/pod1/tether-abc"
+    assert cgroups.pod_cgroup("", "cgroupfs", "abc") == "tether/tether-abc"
+    assert cgroups.pod_cgroup("a-b.slice", "systemd", "abc") == (
+        "a.slice/a-b.slice/tether-abc.scope")
+    assert cgroups.pod_cgroup("", "systemd", "abc") == "tether.slice/tether-abc.scope"
+    assert cgroups.parent_path("", "cgroupfs") == "tether"
+    for bad, driver in (("rel", "cgroupfs"), ("/a/../b", "cgroupfs"), ("/x", "systemd"),
+                        ("a.scope", "systemd")):
+        with pytest.raises(InvalidArgument, match="cgroup_parent"):
+            cgroups.pod_cgroup(bad, driver, "abc")
+
+
+def test_sysctl_rules() -> None:
+    pod = NamespaceModes()
+    host_net = NamespaceModes(network=Mode.NODE)
+    assert sysctls.validate({"net/ipv4/ip_forward": "1", "kernel.shmmax": "9"}, pod) == (
+        ("kernel.shmmax", "9"), ("net.ipv4.ip_forward", "1"))
+    assert sysctls.proc_path("net.ipv4.conf.eth0/100.forwarding") == (
+        "/proc/sys/net/ipv4/conf/eth0.100/forwarding")
+    with pytest.raises(InvalidArgument, match="not a namespaced sysctl"):
+        sysctls.validate({"vm.swappiness": "1"}, pod)
+    with pytest.raises(InvalidArgument, match="hostNetwork"):
+        sysctls.validate({"net.core.somaxconn": "1"}, host_net)
+    with pytest.raises(InvalidArgument, match="hostIPC"):
+        sysctls.validate({"kernel.msgmax": "1"}, NamespaceModes(ipc=Mode.NODE))
+
+
+def test_namespace_modes() -> None:
+    assert NamespaceModes().owned() == ("net", "ipc", "uts")
+    assert NamespaceModes(pid=Mode.POD).owned() == ("net", "ipc", "uts", "pid")
+    host = NamespaceModes(network=Mode.NODE, ipc=Mode.NODE, pid=Mode.NODE)
+    assert host.owned() == () and host.uts is Mode.NODE
+
+
+def test_resolv_conf() -> None:
+    text = files.render_resolv_conf(DNSConfig(("10.0.0.10",), ("a.svc", "svc"), ("ndots:5",)))
+    assert text == "nameserver 10.0.0.10\nsearch a.svc svc\noptions ndots:5\n"
+
+
+def test_pause_holder_command() -> None:
+    argv = pauseholder.command("/usr/bin/catatonit", {"net": "/n", "pid": "/p"},
+                               ["/cg/a/cgroup.procs"])
+    assert argv[:3] == ["/bin/sh", "-c", pauseholder._JOIN_AND_EXEC]
+    i = argv.index("unshare")
+    assert argv[4:i] == ["/cg/a/cgroup.procs", "--"]
+    assert argv[i:i + 5] == ["unshare", "--net=/n", "--pid=/p", "--fork", "--kill-child"]
+    assert argv[-2:] == ["/usr/bin/catatonit", "-P"]
+    assert "--bounding-set=-all" in argv and "--no-new-privs" in argv
+    # Without a PID namespace unshare execs straight into catatonit: no fork.
+    assert "--fork" not in pauseholder.command("/c", {"net": "/n"}, [])
+
+
+def _request(**kw: object) -> pb.RunPodSandboxRequest:
+    cfg = pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="ns", uid="u"))
+    for k, v in kw.items():
+        setattr(cfg, k, v) if not isinstance(v, dict) else getattr(cfg, k).update(v)
+    return pb.RunPodSandboxRequest(config=cfg)
+
+
+def test_spec_from_request() -> None:
+    req = _request(hostname="h", annotations={"kubernetes.io/ingress-bandwidth": "10M"})
+    req.config.port_mappings.append(pb.PortMapping(container_port=80, host_port=8080,
+                                                   protocol=pb.UDP))
+    spec = conv.spec_from_request(req, "runc")
+    assert (spec.name, spec.namespace, spec.uid, spec.hostname) == ("p", "ns", "u", "h")
+    assert spec.runtime_handler == "runc"
+    assert spec.port_mappings[0].protocol == "udp"
+    assert spec.bandwidth is not None and spec.bandwidth.ingress_rate == 10_000_000
+    assert spec.modes == NamespaceModes(network=Mode.POD, pid=Mode.POD, ipc=Mode.POD)
+
+
+@pytest.mark.parametrize(("text", "value"), [("10M", 10**7), ("1Gi", 2**30), ("1.5k", 1500),
+                                             ("100", 100)])
+def test_parse_quantity(text: str, value: int) -> None:
+    assert conv.parse_quantity(text, "f") == value
+
+
+def test_spec_from_request_errors() -> None:
+    with pytest.raises(InvalidArgument, match="config: required"):
+        conv.spec_from_request(pb.RunPodSandboxRequest(), "runc")
+    req = _request()
+    req.config.metadata.uid = ""
+    with pytest.raises(InvalidArgument, match=r"config\.metadata\.uid"):
+        conv.spec_from_request(req, "runc")
+    req = _request()
+    req.config.linux.security_context.namespace_options.pid = pb.TARGET
+    with pytest.raises(InvalidArgument, match=r"namespace_options\.pid"):
+        conv.spec_from_request(req, "runc")
+    req = _request()
+    req.config.port_mappings.append(pb.PortMapping(container_port=0))
+    with pytest.raises(InvalidArgument, match=r"port_mappings\[0\].container_port"):
+        conv.spec_from_request(req, "runc")
