@@ -22,7 +22,6 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails, State
@@ -44,6 +43,7 @@ from shim.oci import conmon, spec
 from shim.oci.resources import resources_to_oci
 from shim.oci.runtime import OCIRuntime
 from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -61,6 +61,7 @@ class ContainerManager:
         self.options = runtime_options
         self.logger = log.get("containers")
         self.exit_dir = os.path.join(cfg.paths.run, "exits")
+        self._cgroups = cgroup_stats.hierarchies()
         self._locks: dict[str, asyncio.Lock] = {}
         self._names: dict[str, str] = {}
         self._exited: dict[str, asyncio.Event] = {}
@@ -323,8 +324,8 @@ class ContainerManager:
         # conmon writes <persist-dir>/oom when it sees the cgroup's OOM event; the cgroup's
         # own counter (still there: the runtime removes it only at delete) covers an event
         # conmon missed or had no time to record.
-        oom = os.path.exists(os.path.join(d.bundle, "oom")) or \
-            _cgroup_oom_kills(d.cgroup_path or _cgroups_path(d.bundle)) > 0
+        oom = os.path.exists(os.path.join(d.bundle, "oom")) or (
+            bool(d.cgroup_path) and cgroup_stats.oom_kills(d.cgroup_path, self._cgroups) > 0)
         d.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         d.message = self._termination_message(d, code)
         rec.details = d.to_dict()
@@ -468,10 +469,10 @@ class ContainerManager:
             new = resources_to_oci(resources, self.options)
             if rec.state == CState.RUNNING.value:
                 limit = int((new.get("memory") or {}).get("limit") or 0)
-                if limit > 0:
+                if limit > 0 and d.cgroup_path:
                     # runc says why the kernel refuses a limit below usage, crun only "Device
                     # or resource busy": refuse it here, with the numbers.
-                    used = _memory_working_set(d.cgroup_path or _cgroups_path(d.bundle))
+                    used = cgroup_stats.read(d.cgroup_path, self._cgroups, 0).working_set
                     if used is not None and limit < used:
                         raise FailedPrecondition(
                             f"linux.memory_limit_in_bytes: {limit} bytes is below the current "
@@ -579,68 +580,3 @@ def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, i
         info[path] = (kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode))
     return info
 
-
-def _cgroups_path(bundle: str) -> str:
-    """``linux.cgroupsPath`` of the container's config.json ("" when unreadable)."""
-    try:
-        with open(os.path.join(bundle, "config.json")) as f:
-            return str(json.load(f).get("linux", {}).get("cgroupsPath") or "")
-    except (OSError, ValueError):
-        return ""
-
-
-def _memory_working_set(cgroups_path: str) -> int | None:
-    """Memory the container's cgroup uses and the kernel cannot simply drop: usage minus
-    inactive file pages (the kubelet's working set). v1 memory controller, else v2; None when
-    the cgroup cannot be read. ``cgroups_path``: a cgroupfs path, as Tether always gives."""
-    rel = cgroups_path.strip("/")
-    if not rel or ":" in rel:
-        return None
-    layout = pod_cgroups.layout()
-    v1 = dict(layout.v1).get("memory")
-    if v1:
-        base, usage_file, inactive_key = os.path.join(v1, rel), "memory.usage_in_bytes", \
-            "total_inactive_file"
-    elif layout.v2:
-        base, usage_file, inactive_key = os.path.join(layout.v2, rel), "memory.current", \
-            "inactive_file"
-    else:
-        return None
-    try:
-        with open(os.path.join(base, usage_file)) as f:
-            usage = int(f.read().strip())
-        inactive = 0
-        with open(os.path.join(base, "memory.stat")) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key == inactive_key:
-                    inactive = int(value)
-                    break
-    except (OSError, ValueError):
-        return None
-    return max(0, usage - inactive)
-
-
-def _cgroup_oom_kills(cgroups_path: str) -> int:
-    """OOM kills in the container's cgroup: ``oom_kill`` of v1 memory.oom_control, else of v2
-    memory.events; 0 when unknown."""
-    rel = cgroups_path.strip("/")
-    if not rel or ":" in rel:
-        return 0
-    layout = pod_cgroups.layout()
-    v1 = dict(layout.v1).get("memory")
-    if v1:
-        path = os.path.join(v1, rel, "memory.oom_control")
-    elif layout.v2:
-        path = os.path.join(layout.v2, rel, "memory.events")
-    else:
-        return 0
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0

@@ -203,6 +203,19 @@ def read(relpath: str, h: Hierarchies, now_ns: int) -> CgroupSample:
     return s
 
 
+def oom_kills(relpath: str, h: Hierarchies) -> int:
+    """OOM kills in a cgroup: ``oom_kill`` of v1 memory.oom_control, else of v2
+    memory.events; 0 when unknown."""
+    rel = relpath.strip("/")
+    if "memory" in h.v1:
+        text = _read(os.path.join(h.v1["memory"], rel, "memory.oom_control"))
+    elif h.v2:
+        text = _read(os.path.join(h.v2, rel, "memory.events"))
+    else:
+        return 0
+    return parse_keyed(text).get("oom_kill", 0) if text is not None else 0
+
+
 _SUMMED = ("cpu_usage_ns", "memory_usage", "working_set", "rss", "page_faults",
            "major_page_faults", "swap_usage", "pids")
 

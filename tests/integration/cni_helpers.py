@@ -7,62 +7,16 @@ Everything here runs inside the throwaway network namespace the test run was sta
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from tests.rig.netns import in_private_netns  # noqa: F401  (re-exported)
+
 FAKE_CNI_DIR = Path(__file__).parent / "fake_cni"
 SYSTEM_CNI_DIR = "/usr/lib/cni"
-
-
-def _netns_of(pid: int) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def _isolated() -> bool:
-    """No route out and no device but loopback and virtual ones tests make."""
-    for family in ("-4", "-6"):
-        out = run("ip", family, "-j", "route", "show", "default", check=False).stdout
-        if out.strip() not in ("", "[]"):
-            return False
-    links = json.loads(run("ip", "-j", "-d", "link").stdout)
-    return all(lnk.get("link_type") == "loopback"
-               or lnk.get("linkinfo", {}).get("info_kind") in ("bridge", "veth", "dummy")
-               for lnk in links)
-
-
-def in_private_netns() -> bool:
-    """True when this process runs in a network namespace of its own, not the machine's.
-
-    Either an ancestor process (the shell that ran ``unshare --net``) is in another netns, or
-    this netns has no default route and only loopback/virtual devices.
-    """
-    mine = _netns_of(os.getpid())
-    if mine is None:
-        return False
-    pid = os.getpid()
-    try:
-        while pid > 1:
-            pid = _parent(pid)
-            theirs = _netns_of(pid)
-            if theirs is None:
-                break
-            if theirs != mine:
-                return True
-    except (OSError, ValueError, IndexError):
-        pass
-    return _isolated()
 
 
 def run(*cmd: str, timeout: float = 20.0, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -244,7 +244,10 @@ def test_registry_with_auth(registry_factory: Callable[..., RegistryServer]) -> 
 
 def test_registry_refuses_host_netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The guard really guards: seen from the host namespace, start() refuses."""
+    import bench.hostenv
+
     monkeypatch.setattr(netns, "host_netns_inode", netns.netns_inode)
+    monkeypatch.setattr(bench.hostenv, "host_netns_inode", netns.netns_inode)
     assert not netns.in_private_netns()
     server = RegistryServer(tmp_path / "reg")
     with pytest.raises(netns.NotInPrivateNetns):

@@ -13,47 +13,14 @@ import fcntl
 import os
 import socket
 import struct
-from pathlib import Path
+
+from bench.hostenv import host_netns_inode, in_private_netns, netns_inode
+
+__all__ = ["host_netns_inode", "in_private_netns", "netns_inode"]
 
 
 class NotInPrivateNetns(RuntimeError):
     """Raised when a server would be started in the host's network namespace."""
-
-
-def netns_inode(pid: int | str = "self") -> int:
-    """Inode number of the network namespace of ``pid``."""
-    return os.stat(f"/proc/{pid}/ns/net").st_ino
-
-
-def _ppid(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    return 0
-
-
-def host_netns_inode() -> int | None:
-    """The reference ("host") namespace: PID 1's, else the outermost readable ancestor's."""
-    try:
-        return netns_inode(1)
-    except OSError:
-        pass
-    found: int | None = None
-    pid = os.getppid()
-    seen: set[int] = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        try:
-            found = netns_inode(pid)
-            pid = _ppid(pid)
-        except OSError:
-            break
-    return found
-
-
-def in_private_netns() -> bool:
-    host = host_netns_inode()
-    return host is not None and host != netns_inode()
 
 
 def assert_private_netns() -> None:
