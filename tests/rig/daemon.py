@@ -33,7 +33,10 @@ class CRIClient:
 
     @classmethod
     def connect(cls, sock: str | Path) -> CRIClient:
-        ch = grpc.insecure_channel(f"unix://{sock}")
+        # A pool of its own: gRPC otherwise shares subchannels between channels to the same
+        # socket, and one left in reconnect backoff by a killed daemon fails the next client.
+        ch = grpc.insecure_channel(f"unix://{sock}",
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
         return cls(ch, api_pb2_grpc.RuntimeServiceStub(ch), api_pb2_grpc.ImageServiceStub(ch))
 
     def close(self) -> None:
