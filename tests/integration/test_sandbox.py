@@ -657,3 +657,35 @@ def test_daemon_sigkilled_mid_burst_keeps_a_whole_store(env: Env) -> None:
         assert st.network.ip and os.path.exists(f"/proc/{info['pid']}")
         env.remove(i.id)
     assert snapshot(env) == before
+
+
+def test_daemon_killed_mid_stop_finishes_the_stop_on_restart(env: Env, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    record.mkdir()
+    env.conflist([env.bridge(), {"type": "hang-del", "recordDir": str(record)}])
+    sid = env.run("stopping")
+    _, info = env.status(sid)
+    assert env.leases()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(env.stop, sid)
+        deadline = time.monotonic() + 20
+        while not (record / "hang-del.pids").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (record / "hang-del.pids").exists(), "DEL did not start"
+        env.daemon.kill()
+        with contextlib.suppress(grpc.RpcError):
+            fut.result()
+    for pid in (record / "hang-del.pids").read_text().split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    env.daemon.start()
+    env.cri = env.daemon.client()
+    st, _ = env.status(sid)
+    assert st.state == pb.SANDBOX_NOTREADY  # the interrupted stop was finished at start
+    assert env.leases() == []  # DEL ran (from the cached config) and released the IP
+    assert _comm(str(info["pid"])) != "catatonit" or _zombie(str(info["pid"]))
+    before_remove = snapshot(env)
+    env.remove(sid)
+    after = snapshot(env)
+    assert after["pins"] == [] and after["sandboxes"] == [] and after["cgroups"] == []
+    assert before_remove["leases"] == after["leases"] == []
