@@ -60,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
                    help="density/image: calls of each List*/ImageStatus RPC")
     g.add_argument("--basic-iterations", type=int, default=20)
     g.add_argument("--image-rounds", type=int, default=3)
+    g.add_argument("--image-fill", type=int, default=0,
+                   help="image: pull this many distinct small images first (pushed by "
+                        "python -m bench.imagefill), so List/ImageStatus see a full store")
+    g.add_argument("--image-fill-prefix", default="",
+                   help="image: references of the fill images, <prefix>000:latest ... "
+                        "(e.g. 127.0.0.1:5000/tether-bench/fill-)")
     g.add_argument("--warmup", type=int, default=1,
                    help="lifecycle: untimed pods per runtime first")
     g.add_argument("--settle", type=float, default=1.0,
@@ -119,6 +125,8 @@ def _config(args: argparse.Namespace, run_id: str) -> BenchConfig:
         list_iterations=args.list_iterations,
         basic_iterations=args.basic_iterations,
         image_rounds=args.image_rounds,
+        image_fill=args.image_fill,
+        image_fill_prefix=args.image_fill_prefix,
         settle_seconds=args.settle,
         stop_timeout=args.stop_timeout,
         warmup=args.warmup,

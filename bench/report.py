@@ -30,6 +30,8 @@ METRICS_SHOWN: dict[str, tuple[str, str, int]] = {
     "pull_mb_per_s": ("pull+unpack speed", "MB/s", 1),
     "image_size_bytes": ("image size (ImageStatus)", "MB", 2),
     "images_listed": ("images listed", "", 0),
+    "fill_images_pulled": ("fill images pulled first", "", 0),
+    "fill_setup_s": ("fill images: pull time", "s", 1),
     "holder_pss_kib": ("pause holder PSS", "MiB", 2),
 }
 

@@ -99,6 +99,8 @@ class BenchConfig:
     list_iterations: int = 50
     basic_iterations: int = 20
     image_rounds: int = 3
+    image_fill: int = 0  # image workload: distinct small images pulled first (bench.imagefill)
+    image_fill_prefix: str = ""  # their references: <prefix>000:latest ...
     settle_seconds: float = 1.0
     stop_timeout: int = 0
     warmup: int = 1
@@ -130,6 +132,8 @@ class BenchConfig:
             "list_iterations": self.list_iterations,
             "basic_iterations": self.basic_iterations,
             "image_rounds": self.image_rounds,
+            "image_fill": self.image_fill,
+            "image_fill_prefix": self.image_fill_prefix,
             "settle_seconds": self.settle_seconds,
             "stop_timeout": self.stop_timeout,
             "warmup_pods": self.warmup,

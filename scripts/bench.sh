@@ -7,6 +7,8 @@
 #   2. starts docker-registry on 127.0.0.1:5000 in it (temp storage) and pushes the offline
 #      test images (tests/images/build.sh: busybox-static + umoci): busybox, layers, and
 #      "big" (busybox + 4 layers of 8 MiB random data, for the pull workload; built here)
+#      and $BENCH_FILL_IMAGES (200) distinct one-layer images tether-bench/fill-NNN (python -m
+#      bench.imagefill), pulled by the image workload before it times ListImages/ImageStatus
 #   3. starts containerd 1.6 with CRI via scripts/containerd-bench.sh (pause image built
 #      offline from catatonit -P and pushed to that registry)
 #   4. starts Tether (.venv/bin/tether serve, own root/run dirs, same CNI config dir)
@@ -137,6 +139,10 @@ push_images() {
     --dest-tls-verify=false --dest-no-creds "oci:$BENCH_ROOT/images/big:latest" \
     "docker://$BENCH_REGISTRY/tether-bench/big:latest"
   log "pushed $BENCH_REGISTRY/tether-bench/big:latest"
+  if [ "${BENCH_FILL_IMAGES:-200}" -gt 0 ]; then
+    (cd "$REPO" && in_ns "$BENCH_PY" -m bench.imagefill --registry "$BENCH_REGISTRY" \
+       --prefix tether-bench/fill- -n "${BENCH_FILL_IMAGES:-200}") | sed 's/^/  /'
+  fi
   rm -rf "$tmp"
 }
 
@@ -229,6 +235,7 @@ cmd=("$BENCH_PY" -m bench "${sel[@]}"
      --image "$BENCH_REGISTRY/tether-bench/busybox:latest"
      --pull-image "$BENCH_REGISTRY/tether-bench/big:latest"
      --cni-conf "$BENCH_DIR/net.d/10-tether-bench.conflist"
+     --image-fill "${BENCH_FILL_IMAGES:-200}" --image-fill-prefix "$BENCH_REGISTRY/tether-bench/fill-"
      ${handler:+--handler "$handler"}
      --json "$out/bench.json" "${EXTRA[@]}")
 log "running: ${cmd[*]}"
