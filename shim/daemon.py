@@ -8,6 +8,7 @@ containers are left running on purpose.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -88,6 +89,9 @@ class Daemon:
             await self.images.reconcile()
             await self.containers.reconcile()
             await self.sandboxes.reconcile()
+            # Objects made at start live for good: keep the cyclic GC from re-scanning them,
+            # which shows as latency spikes on the kubelet's List polling.
+            gc.freeze()
             server = grpc.aio.server(interceptors=[Interceptor()])
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(
                 self._servicer("RuntimeService"), server

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 def _select(d: Daemon, f: pb.ContainerFilter | None) -> list[pb.Container]:
-    return d.store.containers.scan(lambda r: to_container(r) if matches(r, f) else None)
+    convert = d.store.containers.memo("cri", to_container)
+    return d.store.containers.scan(lambda r: convert(r) if matches(r, f) else None)
 
 
 @rpc("ListContainers")

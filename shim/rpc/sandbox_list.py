@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 def _select(d: Daemon, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
-    return d.store.sandboxes.scan(lambda r: to_pod_sandbox(r) if matches(r, f) else None)
+    convert = d.store.sandboxes.memo("cri", to_pod_sandbox)
+    return d.store.sandboxes.scan(lambda r: convert(r) if matches(r, f) else None)
 
 
 @rpc("ListPodSandbox")
