@@ -55,7 +55,6 @@ class Daemon:
             cfg, self.store, self.sandboxes, self.images,
             host.runtime_options(cfg.runtime.pids_limit),
         )
-        self._server: grpc.aio.Server | None = None
         self._stop = asyncio.Event()
 
     # --- readiness, used by Status -------------------------------------------------------
@@ -104,7 +103,6 @@ class Daemon:
             finally:
                 os.umask(old_umask)
             guard.secure()
-            self._server = server
             if cfg.metrics.enabled:
                 metrics.serve(cfg.metrics.address, cfg.metrics.port)
             self._install_signals()
