@@ -67,6 +67,8 @@ class RuntimeConfig:
     conmon: str = "/usr/bin/conmon"
     pause_holder: str = "/usr/bin/catatonit"
     pids_limit: int = 0  # 0: no limit from the runtime's side
+    # Host paths of CRI mounts that must exist: refused instead of made as directories.
+    absent_mount_sources_to_reject: list[str] = field(default_factory=list)
 
 
 @dataclass

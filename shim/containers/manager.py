@@ -163,8 +163,13 @@ class ContainerManager:
         await self.store.containers.put(rec)
         files = ImageFiles(passwd=_read_small(os.path.join(d.rootfs, "etc/passwd")),
                            group=_read_small(os.path.join(d.rootfs, "etc/group")))
-        for m in config.mounts:
+        reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
+        for i, m in enumerate(config.mounts):
             if m.host_path and not os.path.exists(m.host_path):
+                if os.path.normpath(m.host_path) in reject:
+                    raise InvalidArgument(
+                        f"mounts[{i}].host_path: {m.host_path!r} does not exist (listed in "
+                        f"runtime.absent_mount_sources_to_reject)")
                 # The kubelet expects an absent host path to be made as a directory.
                 os.makedirs(m.host_path, mode=0o755, exist_ok=True)
         target_pid = 0
@@ -552,7 +557,9 @@ def _host_file_for(container_path: str, d: ContainerDetails) -> str:
     covering it, else the container's writable layer."""
     for m in d.mounts:
         cp = m.get("container_path", "")
-        if cp and (container_path == cp or container_path.startswith(cp.rstrip("/") + "/")):
+        if cp and container_path == cp:
+            return str(m.get("host_path", ""))
+        if cp and container_path.startswith(cp.rstrip("/") + "/"):
             return os.path.join(m.get("host_path", ""), os.path.relpath(container_path, cp))
     upper = os.path.join(d.container_dir, "upper", container_path.lstrip("/"))
     return upper if os.path.exists(upper) else ""

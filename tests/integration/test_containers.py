@@ -323,3 +323,62 @@ def test_create_in_a_stopped_pod_is_refused(ctr: Ctr) -> None:
                                  image=pb.ImageSpec(image="nope:latest"))
         ctr.rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=sid, config=cfg))
     assert e.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+
+
+def test_termination_message_from_file_and_from_logs(ctr: Ctr, tmp_path: Path) -> None:
+    sid, pcfg = ctr.pod()
+    # As the kubelet does: a host file mounted at the termination message path.
+    host_file = tmp_path / "termination-log"
+    host_file.write_text("")
+    cid = ctr.run(sid, pcfg, "msg", ["sh", "-c", "echo -n 'all done' > /dev/termination-log"],
+                  mounts=[pb.Mount(container_path="/dev/termination-log",
+                                   host_path=str(host_file))])
+    st = ctr.wait_exit(cid)
+    assert (st.reason, st.message) == ("Completed", "all done")
+    # FallbackToLogsOnError: no file written and a failure -> the log's tail.
+    fb = ctr.run(sid, pcfg, "fallback", ["sh", "-c", "echo first; echo last words; exit 2"],
+                 annotations={"io.kubernetes.container.terminationMessagePolicy":
+                              "FallbackToLogsOnError"})
+    st = ctr.wait_exit(fb)
+    assert st.reason == "Error" and st.message == "first\nlast words"
+    # A big message is cut to 4 KiB.
+    big = ctr.run(sid, pcfg, "big", ["sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x > "
+                                                 "/tmp/msg"],
+                  annotations={"io.kubernetes.container.terminationMessagePath": "/tmp/msg"})
+    assert ctr.wait_exit(big).message == "x" * 4096
+
+
+def test_absent_mount_source_made_or_refused(ctr: Ctr, tmp_path: Path) -> None:
+    sid, pcfg = ctr.pod()
+    made = tmp_path / "made" / "here"
+    cid = ctr.run(sid, pcfg, "mk", ["sh", "-c", "echo hi > /data/f"],
+                  mounts=[pb.Mount(container_path="/data", host_path=str(made))])
+    assert ctr.wait_exit(cid).exit_code == 0
+    assert (made / "f").read_text() == "hi\n"
+
+
+def test_absent_mount_source_listed_for_rejection_is_refused(
+    tmp_path: Path, registry: ImageRegistry
+) -> None:
+    missing = tmp_path / "must-exist"
+    dropins = tmp_path / "env" / "t" / "tether.d"
+    dropins.mkdir(parents=True)
+    (dropins / "50-reject.toml").write_text(
+        f'[runtime]\nabsent_mount_sources_to_reject = ["{missing}"]\n')
+    env = start_env(tmp_path / "env",
+                    extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
+    try:
+        env.conflist([env.bridge(), {"type": "loopback"}])
+        ref = registry.ref("busybox")
+        env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+        c = Ctr(env, "runc", ref, tmp_path / "logs")
+        sid, pcfg = c.pod()
+        with pytest.raises(grpc.RpcError) as e:
+            c.create(sid, pcfg, "rej", ["true"],
+                     mounts=[pb.Mount(container_path="/data", host_path=str(missing))])
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "mounts[0].host_path" in (e.value.details() or "")
+        assert not missing.exists()
+        assert c.rt.ListContainers(pb.ListContainersRequest()).containers == []
+    finally:
+        stop_env(env)
