@@ -117,30 +117,32 @@ def link_up(ifname: str) -> None:
             fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH22x", name, flags | _IFF_UP))
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if the pid is gone."""
+def _stat(pid: int) -> list[bytes] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 on); None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks); None if the pid is gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
+    fields = _stat(pid)
+    return fields[0].decode() if fields else None
 
 
 def alive(pid: int, start: int) -> bool:
-    """The process with this identity exists and is not a zombie."""
-    return start_time(pid) == start and state(pid) not in (None, "Z", "X")
+    """The process with this identity exists and is not a zombie (one read of its stat)."""
+    fields = _stat(pid)
+    return fields is not None and int(fields[19]) == start and fields[0] not in (b"Z", b"X")
 
 
 def children(pid: int) -> list[int]:

@@ -71,13 +71,14 @@ def verbose_info(rec: ContainerRecord) -> dict[str, str]:
     return {"info": json.dumps(info, sort_keys=True)}
 
 
-def matches(rec: ContainerRecord, f: pb.ContainerFilter | None) -> bool:
+def matches(rec: ContainerRecord, f: pb.ContainerFilter | pb.ContainerStatsFilter | None) -> bool:
+    """ListContainers' filter, and ListContainerStats' (the same without a state)."""
     if f is None:
         return True
     if f.id and not rec.id.startswith(f.id):
         return False
     if f.pod_sandbox_id and not rec.sandbox_id.startswith(f.pod_sandbox_id):
         return False
-    if f.HasField("state") and state(rec) != f.state.state:
+    if isinstance(f, pb.ContainerFilter) and f.HasField("state") and state(rec) != f.state.state:
         return False
     return all(rec.labels.get(k) == v for k, v in f.label_selector.items())

@@ -11,30 +11,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
+from shim.rpc.container_convert import matches
 from shim.rpc.registry import rpc
 from shim.rpc.streaming import chunks
 from shim.stats.collector import ContainerTarget, container_target, for_daemon
-from shim.store import ContainerRecord
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
 
 
-def matches(rec: ContainerRecord, f: pb.ContainerStatsFilter | None) -> bool:
-    if f is None:
-        return True
-    if f.id and not rec.id.startswith(f.id):
-        return False
-    if f.pod_sandbox_id and not rec.sandbox_id.startswith(f.pod_sandbox_id):
-        return False
-    return all(rec.labels.get(k) == v for k, v in f.label_selector.items())
-
-
 def _targets(d: Daemon, f: pb.ContainerStatsFilter | None) -> list[ContainerTarget]:
+    running = CState.RUNNING.value
     return d.store.containers.scan(
-        lambda r: container_target(r) if r.state == "running" and matches(r, f) else None)
+        lambda r: container_target(r) if r.state == running and matches(r, f) else None)
 
 
 async def select(d: Daemon, f: pb.ContainerStatsFilter | None) -> list[pb.ContainerStats]:

@@ -181,11 +181,12 @@ def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, s
     return {"info": json.dumps(info, sort_keys=True)}
 
 
-def matches(rec: SandboxRecord, f: pb.PodSandboxFilter | None) -> bool:
+def matches(rec: SandboxRecord, f: pb.PodSandboxFilter | pb.PodSandboxStatsFilter | None) -> bool:
+    """ListPodSandbox's filter, and ListPodSandboxStats' (the same without a state)."""
     if f is None:
         return True
     if f.id and not rec.id.startswith(f.id):
         return False
-    if f.HasField("state") and _state(rec) != f.state.state:
+    if isinstance(f, pb.PodSandboxFilter) and f.HasField("state") and _state(rec) != f.state.state:
         return False
     return all(rec.labels.get(k) == v for k, v in f.label_selector.items())

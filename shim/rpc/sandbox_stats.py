@@ -18,6 +18,7 @@ from podsandbox.types import State
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
+from shim.rpc.sandbox_convert import matches
 from shim.rpc.streaming import chunks
 from shim.stats.collector import (
     ContainerTarget,
@@ -31,14 +32,6 @@ from shim.store import SandboxRecord
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
-
-
-def matches(rec: SandboxRecord, f: pb.PodSandboxStatsFilter | None) -> bool:
-    if f is None:
-        return True
-    if f.id and not rec.id.startswith(f.id):
-        return False
-    return all(rec.labels.get(k) == v for k, v in f.label_selector.items())
 
 
 def _targets(d: Daemon, want: list[SandboxRecord]) -> tuple[list[PodTarget], set[str]]:
