@@ -89,6 +89,11 @@ class ImagesConfig:
     mirrors: dict[str, list[str]] = field(default_factory=dict)
     pause_image: str = ""
     pull_progress_timeout_seconds: float = 300.0
+    # Layers of one pull (and of all pulls together) downloaded and unpacked at once.
+    max_concurrent_downloads: int = 3
+    # certs.d directories: <dir>/<host[:port]>/*.crt CAs, *.cert/*.key client certificates.
+    certs_dirs: list[str] = field(
+        default_factory=lambda: ["/etc/containers/certs.d", "/etc/docker/certs.d"])
 
 
 @dataclass
@@ -276,6 +281,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("key 'network.plugin_timeout_seconds': must be > 0")
     if cfg.images.pull_progress_timeout_seconds <= 0:
         raise ConfigError("key 'images.pull_progress_timeout_seconds': must be > 0")
+    if not 1 <= cfg.images.max_concurrent_downloads <= 64:
+        raise ConfigError("key 'images.max_concurrent_downloads': must be 1..64")
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("key 'runtime.pids_limit': must be >= 0 (0 = no limit)")
 

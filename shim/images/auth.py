@@ -1,20 +1,19 @@
-"""Registry credentials: a PullImageRequest's AuthConfig and the global auth.json, merged.
+"""Registry credentials: a PullImageRequest's AuthConfig and the global auth.json, merged
+into the :class:`Login` the registry client uses for one endpoint.
 
-They reach skopeo only as a private (0600) auth.json in the run dir that exists for the
-duration of one skopeo call: never on a command line, in the store or in a log line.
+They stay in the daemon's memory: never on a command line, in a file, the store or a log line.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from shim.images.distribution import Login
 
 
 class AuthError(ValueError):
@@ -38,27 +37,12 @@ class Credentials:
         return not (self.username or self.password or self.auth or self.identity_token
                     or self.registry_token)
 
-    def entry(self) -> dict[str, str]:
-        """The auth.json value for one registry."""
-        if self.registry_token:
-            raise AuthError(
-                "auth.registry_token is not supported (skopeo would need it on its command "
-                "line); use username/password, auth or identity_token"
-            )
-        out: dict[str, str] = {}
+    def login(self) -> Login:
         if self.auth:
-            try:
-                decoded = base64.b64decode(self.auth, validate=True).decode()
-            except (ValueError, UnicodeDecodeError):
-                raise AuthError("auth.auth is not base64 of 'username:password'") from None
-            if ":" not in decoded:
-                raise AuthError("auth.auth is not base64 of 'username:password'")
-            out["auth"] = self.auth
-        elif self.username or self.password:
-            out["auth"] = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        if self.identity_token:
-            out["identitytoken"] = self.identity_token
-        return out
+            user, password = _decode_auth(self.auth, "auth.auth")
+        else:
+            user, password = self.username, self.password
+        return Login(user, password, self.identity_token, self.registry_token)
 
     def fingerprint(self) -> str:
         """Distinguishes credential sets (for single-flight keys) without revealing them."""
@@ -70,11 +54,14 @@ class Credentials:
 
 
 def _server_key(address: str) -> str:
-    """auth.json keys: a host (``docker.io`` for Docker Hub's legacy URL forms)."""
-    host = address.removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+    """auth.json keys: ``host[/namespace...]`` (``docker.io`` for Docker Hub's legacy URLs)."""
+    key = address.removeprefix("https://").removeprefix("http://").rstrip("/")
+    host, _, rest = key.partition("/")
     if host in ("index.docker.io", "registry-1.docker.io"):
-        return "docker.io"
-    return host
+        return "docker.io"  # https://index.docker.io/v1/ is the whole of Docker Hub
+    if not rest or rest.split("/")[0] in ("v1", "v2"):  # API URLs name the whole registry
+        return host
+    return f"{host}/{rest}"
 
 
 def load_auth_file(path: str) -> dict[str, Any]:
@@ -92,27 +79,48 @@ def load_auth_file(path: str) -> dict[str, Any]:
     return dict(auths) if isinstance(auths, Mapping) else {}
 
 
-def build(registry: str, creds: Credentials, global_auths: Mapping[str, Any]) -> dict[str, Any]:
-    """auth.json content: the global file's entries, the request's for ``registry`` on top."""
-    auths = {_server_key(k): v for k, v in global_auths.items()}
-    if not creds.empty:
-        key = _server_key(creds.server_address) if creds.server_address else registry
-        auths[key] = creds.entry()
-        if key != registry:
-            auths[registry] = creds.entry()
-    return {"auths": auths}
-
-
-@contextlib.contextmanager
-def auth_file(directory: str, content: Mapping[str, Any]) -> Iterator[str]:
-    """A 0600 file holding ``content`` that is removed when the block ends."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"auth-{secrets.token_hex(8)}.json")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+def _decode_auth(value: str, where: str) -> tuple[str, str]:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f)
-        yield path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise AuthError(f"{where} is not base64 of 'username:password'") from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise AuthError(f"{where} is not base64 of 'username:password'")
+    return user, password
+
+
+def _file_login(entry: Any, key: str) -> Login:
+    if not isinstance(entry, Mapping):
+        raise AuthError(f"auth file entry {key!r} is not an object")
+    user, password = "", ""
+    if entry.get("auth"):
+        user, password = _decode_auth(str(entry["auth"]), f"auth file entry {key!r}")
+    elif entry.get("username") or entry.get("password"):
+        user, password = str(entry.get("username", "")), str(entry.get("password", ""))
+    return Login(user, password, str(entry.get("identitytoken", "") or ""),
+                 str(entry.get("registrytoken", "") or ""))
+
+
+def login_for(name: str, primary: str, creds: Credentials,
+              global_auths: Mapping[str, Any]) -> Login:
+    """Credentials for the repository ``name`` (``host/path`` of the endpoint tried).
+
+    The request's credentials apply to the image's own registry ``primary`` (and to their
+    ``server_address``); otherwise the auth file's most specific key wins, as in
+    containers-auth.json(5): ``host/ns/repo``, ``host/ns``, ``host``.
+    """
+    host = name.split("/", 1)[0]
+    if not creds.empty:
+        targets = {primary}
+        if creds.server_address:
+            targets.add(_server_key(creds.server_address))
+        if host in targets:
+            return creds.login()
+    auths = {_server_key(k): v for k, v in global_auths.items()}
+    parts = name.split("/")
+    for i in range(len(parts), 0, -1):
+        key = "/".join(parts[:i])
+        if key in auths:
+            return _file_login(auths[key], key)
+    return Login()

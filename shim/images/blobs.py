@@ -1,8 +1,9 @@
-"""The shared content-addressed blob directory: ``<root>/images/blobs/sha256/<hex>``.
+"""The content-addressed blob directory: ``<root>/images/blobs/sha256/<hex>``.
 
-skopeo writes into it (``--dest-shared-blob-dir``); Tether reads manifests and configs back
-(verifying their digests) and deletes blobs no image references any more. Synchronous: call
-from a worker thread for anything large.
+Blobs arrive through a temp file (in the images tmp dir, same filesystem) renamed into place
+once size and digest are checked, so a blob path always holds exactly its content. Tether
+reads manifests and configs back (verifying their digests) and deletes blobs no image
+references any more. Synchronous: call from a worker thread for anything large.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
+from typing import Protocol
 
 _HEX = frozenset("0123456789abcdef")
 
 
 class BlobError(Exception):
     pass
+
+
+class _Source(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 def _hex(digest: str) -> str:
@@ -87,3 +94,64 @@ class BlobStore:
         for p in self.stray_files():
             with contextlib.suppress(OSError):
                 os.unlink(p)
+
+    def write(self, digest: str, data: bytes, tmp_dir: str) -> None:
+        """Store a small blob already checked against ``digest``."""
+        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path(digest))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+class Download:
+    """A blob as it streams in: ``read`` passes the bytes on while hashing them and writing
+    them to a temp file; :meth:`commit` checks size and digest, then renames it into the
+    store. Without commit, :meth:`close` removes the temp file."""
+
+    def __init__(self, store: BlobStore, digest: str, size: int, tmp_dir: str) -> None:
+        _hex(digest)
+        self.store = store
+        self.digest = digest
+        self.size = size
+        self.count = 0
+        self.src: _Source | None = None  # set once the registry answers
+        self._hash = hashlib.sha256()
+        fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+
+    def read(self, n: int = -1, /) -> bytes:
+        assert self.src is not None
+        data = self.src.read(n)
+        if data:
+            self.count += len(data)
+            if self.count > self.size:
+                raise BlobError(f"blob {self.digest}: more than the {self.size} bytes "
+                                "its descriptor says")
+            self._hash.update(data)
+            self._file.write(data)
+        return data
+
+    def commit(self) -> None:
+        """Read what is left, check the blob, move it into the store."""
+        while self.read(1 << 20):
+            pass
+        if self.count != self.size:
+            raise BlobError(f"blob {self.digest}: {self.count} bytes, its descriptor says "
+                            f"{self.size}")
+        got = "sha256:" + self._hash.hexdigest()
+        if got != self.digest:
+            raise BlobError(f"blob {self.digest}: digest did not match (got {got})")
+        self._file.close()
+        os.replace(self._tmp, self.store.path(self.digest))
+        self._tmp = ""
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)

@@ -1,42 +1,46 @@
 """ImageManager: pull, list, status, remove, filesystem usage, and rootfs mounts for containers.
 
-A pull: resolve the name (aliases, search registries) → ``skopeo inspect --raw`` (the index
-or manifest; its digest is the repo digest) → pick the node's platform → ``skopeo copy`` of
-that manifest, by digest, into a temp OCI layout whose blobs land in the shared blob store →
-unpack each missing layer into its snapshot (diff_id checked) → one store transaction makes
-the image visible with its names. Concurrent pulls of one image share the work (single
+A pull: resolve the name (aliases, search registries) → the endpoints registries.conf gives
+(mirrors, then the registry) → the manifest or index from the first endpoint that has it (its
+digest is the repo digest) → pick the node's platform → the image config → every missing layer
+streamed from the registry straight into its snapshot (blob digest, size and diff_id checked on
+the way; up to ``images.max_concurrent_downloads`` layers at once) → one store transaction
+makes the image visible with its names. Concurrent pulls of one image share the work (single
 flight, per name and again per manifest digest).
 
 Blobs and snapshots are not reference-counted in a table: an image's record lists them, so
 what no record (and no pull under way) uses is garbage. Garbage is collected when an image
 is removed, when a pull fails, and by :meth:`reconcile` at start (with everything a crash may
-have left: temp layouts, temp snapshots, auth files).
+have left: temp blobs, temp snapshots).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from shim import errors, log
 from shim.config import Config
 from shim.cri import api_pb2 as pb
 from shim.images import auth as authmod
+from shim.images import endpoints as endpointsmod
 from shim.images import metrics, registries
-from shim.images.blobs import BlobError, BlobStore
+from shim.images.blobs import BlobError, BlobStore, Download
 from shim.images.catalog import Catalog
+from shim.images.distribution import Cancelled, Client, RegistryError, Session, Stalled
 from shim.images.fsusage import Usage, measure
 from shim.images.manifest import (
     ConfigBlob,
+    Descriptor,
     ImageConfig,
     Index,
     Manifest,
@@ -57,13 +61,13 @@ from shim.images.reference import (
     parse_name,
 )
 from shim.images.singleflight import SingleFlight
-from shim.images.skopeo import NoProgress, Skopeo, SkopeoEnv, SkopeoFailure
 from shim.images.snapshots import EMPTY, SnapshotStore, mount_overlay, unmount_overlay
 from shim.images.unpack import LayerError, UnsafeEntry, unpack
 from shim.store import Store
 
-POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 FSINFO_TTL = 5.0
+CONFIG_LIMIT = 8 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,20 +85,16 @@ class ImageManager:
         self.base = os.path.join(root, "images")
         self.blobs = BlobStore(os.path.join(self.base, "blobs"))
         self.snapshots = SnapshotStore(os.path.join(self.base, "snapshots"))
-        self.tmp = os.path.join(self.base, "tmp")
-        self.run = os.path.join(cfg.paths.run, "images")
-        self.auth_dir = os.path.join(self.run, "auth")
+        self.tmp = os.path.join(self.base, "tmp")  # blobs while they download
         self.containers_dir = containers_dir or os.path.join(root, "containers")
         self.platform = node_platform()
-        self.skopeo = Skopeo(
-            SkopeoEnv(
-                registries_conf=os.path.join(self.run, "registries.conf"),
-                policy=os.path.join(self.run, "policy.json"),
-                home=os.path.join(self.run, "home"),
-                tmpdir=self.tmp,
-            )
-        )
+        self.client = Client(self.cfg.certs_dirs)
+        # Layer downloads+unpacks: their own threads, so pulls never starve the default pool.
+        self._layer_pool = concurrent.futures.ThreadPoolExecutor(
+            self.cfg.max_concurrent_downloads, thread_name_prefix="layer")
+        self._layer_slots = asyncio.Semaphore(self.cfg.max_concurrent_downloads)
         self._conf = registries.RegistriesConf()
+        self._regs = endpointsmod.compile(self._conf)
         self._conf_error: str | None = None
         self._pinned_names = self._pause_names()
         self.catalog = Catalog(lambda img: bool(self._pinned_names & set(img.repo_tags)))
@@ -118,23 +118,21 @@ class ImageManager:
             return set()
 
     def _setup(self) -> None:
-        """Directories, policy and the registries.conf skopeo reads (idempotent, sync)."""
-        for d in (self.base, self.tmp, self.run, self.skopeo.env.home):
+        """Directories and the registries config (idempotent, sync)."""
+        for d in (self.base, self.tmp):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.blobs.ensure()
         os.makedirs(self.snapshots.root, mode=0o700, exist_ok=True)
         self.snapshots.ensure()
-        with open(self.skopeo.env.policy, "w", encoding="utf-8") as f:
-            json.dump(POLICY, f)
         try:
             self._conf = registries.load(self.cfg.registries_conf)
+            self._regs = endpointsmod.compile(self._conf, self.cfg.mirrors,
+                                              self.cfg.insecure_registries)
             self._conf_error = None
         except registries.RegistriesConfError as e:
             self._conf = registries.RegistriesConf()
             self._conf_error = str(e)
-            self.logger.error("registries.conf unusable; pulls will fail", error=str(e))
-        text = registries.render(self._conf, self.cfg.mirrors, self.cfg.insecure_registries)
-        registries.write_rendered(self.skopeo.env.registries_conf, text)
+            self.logger.error("registries config unusable; pulls will fail", error=str(e))
         self._ready = True
 
     async def reconcile(self) -> None:
@@ -156,7 +154,7 @@ class ImageManager:
 
     def _clean_temp(self) -> int:
         n = 0
-        for d in (self.tmp, self.auth_dir, self.skopeo.env.home):
+        for d in (self.tmp,):
             with contextlib.suppress(FileNotFoundError):
                 for name in os.listdir(d):
                     p = os.path.join(d, name)
@@ -172,10 +170,12 @@ class ImageManager:
         return n + len(stray)
 
     async def close(self) -> None:
-        """At shutdown, before the store closes: stop pulls under way (skopeo killed, temp
-        files removed); their callers get CANCELLED and the next start finds nothing half."""
+        """At shutdown, before the store closes: stop pulls under way (connections aborted,
+        temp files removed); their callers get CANCELLED and the next start finds nothing
+        half."""
         await self._flights.cancel_all()
         await self._fetches.cancel_all()
+        self._layer_pool.shutdown(wait=False)
 
     # --- garbage -------------------------------------------------------------------------
     def _referenced(self) -> set[str]:
@@ -353,28 +353,72 @@ class ImageManager:
             detail=first.detail,
         )
 
-    def _auth_content(self, ref: Reference, creds: authmod.Credentials) -> dict[str, Any]:
+    # The blocking registry calls run in threads; a cancelled caller aborts the session's
+    # connections and waits for the thread, so nothing writes after cleanup.
+    async def _call(self, session: Session, fn: Callable[..., T], *args: Any,
+                    pool: concurrent.futures.Executor | None = None) -> T:
+        fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            session.cancel()
+            with contextlib.suppress(BaseException):
+                await fut
+            raise
+
+    @staticmethod
+    def _registry_error(image: str, e: BaseException) -> errors.TetherError:
+        if isinstance(e, RegistryError):
+            return e.kind(f"pull {image}: {e.text}")
+        if isinstance(e, Stalled):
+            return errors.DeadlineExceeded(
+                f"pull {image}: no progress for {e.seconds:g}s "
+                "(images.pull_progress_timeout_seconds); cancelled")
+        if isinstance(e, Cancelled):
+            return errors.Unavailable(f"pull {image}: cancelled")
+        if isinstance(e, errors.TetherError):
+            return e
+        raise e
+
+    def _session(self, image: str, ref: Reference, ep: endpointsmod.Endpoint,
+                 creds: authmod.Credentials) -> Session:
         try:
             global_auths = authmod.load_auth_file(self.cfg.auth_file)
-            return authmod.build(ref.domain, creds, global_auths)
+            login = authmod.login_for(ep.name, ref.domain, creds, global_auths)
         except authmod.AuthError as e:
-            raise errors.InvalidArgument(f"pull {ref}: {e}") from None
+            raise errors.InvalidArgument(f"pull {image}: {e}") from None
+        return self.client.session(ep, login, self.cfg.pull_progress_timeout_seconds)
 
-    async def _skopeo(self, image: str, coro: Any) -> Any:
+    async def _open(self, image: str, ref: Reference,
+                    creds: authmod.Credentials) -> tuple[Session, bytes]:
+        """The first endpoint (mirrors first) that serves ``ref``: its session and manifest."""
         try:
-            return await coro
-        except SkopeoFailure as e:
-            raise e.kind(f"pull {image}: {e.text}", detail=e.stderr) from None
-        except NoProgress as e:
-            raise errors.DeadlineExceeded(
-                f"pull {image}: no progress for {e.seconds:g}s "
-                "(images.pull_progress_timeout_seconds); cancelled"
-            ) from None
+            eps = endpointsmod.endpoints(self._regs, ref)
+        except endpointsmod.Blocked as e:
+            raise errors.PermissionDenied(f"pull {image}: {e}") from None
+        except InvalidReference as e:
+            raise errors.InvalidArgument(f"pull {image}: registries config: {e}") from None
+        failure: errors.TetherError | None = None
+        for ep in eps:
+            session = self._session(image, ref, ep, creds)
+            try:
+                raw, _ = await self._call(session, session.manifest, ref.digest or ref.tag)
+                return session, raw
+            except (RegistryError, Stalled, Cancelled) as e:
+                session.close()
+                failure = self._registry_error(image, e)
+                if ep.mirror:
+                    self.logger.info("mirror could not serve the image", image=image,
+                                     mirror=ep.name, error=failure.message)
+            except BaseException:
+                session.close()
+                raise
+        assert failure is not None
+        raise failure
 
     async def _pull_ref(self, image: str, ref: Reference, creds: authmod.Credentials) -> str:
-        timeout = self.cfg.pull_progress_timeout_seconds
-        with authmod.auth_file(self.auth_dir, self._auth_content(ref, creds)) as af:
-            raw = await self._skopeo(image, self.skopeo.inspect_raw(str(ref), af, timeout))
+        session, raw = await self._open(image, ref, creds)
+        try:
             top = digest_of(raw)
             if ref.digest and top != ref.digest:
                 raise errors.Internal(f"pull {image}: registry sent a manifest with digest "
@@ -389,8 +433,10 @@ class ImageManager:
                     mdigest = entry.digest
                     have = self.catalog.by_manifest(mdigest)
                     if have is None:
-                        raw = await self._skopeo(image, self.skopeo.inspect_raw(
-                            str(ref.with_digest(mdigest)), af, timeout))
+                        try:
+                            raw, _ = await self._call(session, session.manifest, mdigest)
+                        except (RegistryError, Stalled, Cancelled) as e:
+                            raise self._registry_error(image, e) from None
                         if digest_of(raw) != mdigest:
                             raise errors.Internal(f"pull {image}: platform manifest digest "
                                                   "mismatch")
@@ -404,110 +450,162 @@ class ImageManager:
             except ManifestError as e:
                 raise errors.InvalidArgument(f"pull {image}: {e}") from None
             image_id, _ = await self._fetches.do(
-                mdigest, lambda: self._fetch(image, ref, top, mdigest, manifest, af)
+                mdigest, lambda: self._fetch(image, session, ref, top, mdigest, manifest, raw)
             )
+        finally:
+            session.close()
         return await self._name(image_id, ref, top)
 
     def _complete(self, img: Image) -> bool:
         return all(self.snapshots.exists(c) for c in img.chain_ids)
 
     async def _fetch(
-        self, image: str, ref: Reference, top: str, mdigest: str, manifest: Manifest, af: str
+        self, image: str, session: Session, ref: Reference, top: str, mdigest: str,
+        manifest: Manifest, raw: bytes,
     ) -> str:
-        want = {manifest.config.digest, *(x.digest for x in manifest.layers)}
+        cfg_digest = manifest.config.digest
+        want = {mdigest, cfg_digest, *(x.digest for x in manifest.layers)}
         pins = await self._pin(want)
         failed = True
-        layout = await asyncio.to_thread(tempfile.mkdtemp, prefix="pull-", dir=self.tmp)
         try:
-            present = {d for d in want if self.blobs.exists(d)}
-            await self._skopeo(image, self.skopeo.copy(
-                str(ref.with_digest(mdigest)), layout, self.blobs.root, af,
-                self.cfg.pull_progress_timeout_seconds,
-            ))
-            stored_digest, stored, cfg_blob = await asyncio.to_thread(
-                self._read_layout, image, layout, manifest
-            )
-            pins += await self._pin([stored_digest, stored.config.digest])
-            downloaded = sum(self.blobs.size(d) for d in want - present)
-            metrics.PULL_BYTES.inc(downloaded)
-            metrics.LAYER_REUSE.inc(sum(1 for x in manifest.layers if x.digest in present))
+            cfg_blob = await self._config(image, session, manifest.config, mdigest, raw)
+            if len(cfg_blob.diff_ids) != len(manifest.layers):
+                raise errors.InvalidArgument(
+                    f"pull {image}: config has {len(cfg_blob.diff_ids)} diff_ids for "
+                    f"{len(manifest.layers)} layers"
+                )
             cids = chain_ids(cfg_blob.diff_ids)
             pins += await self._pin(cids)
-            layers = []
-            for i, (desc, diff_id, cid) in enumerate(
-                zip(manifest.layers, cfg_blob.diff_ids, cids, strict=True)
-            ):
-                if not self.snapshots.exists(cid):
-                    await self._unpack(image, i, len(cids), desc.digest, diff_id, cid)
-                layers.append(Layer(desc.digest, desc.media_type, desc.size, diff_id, cid))
+            layers = [Layer(d.digest, d.media_type, d.size, diff_id, cid)
+                      for d, diff_id, cid in zip(manifest.layers, cfg_blob.diff_ids, cids,
+                                                 strict=True)]
+            downloaded = await self._layers(image, session, layers)
             img = Image(
-                id=manifest.config.digest,
+                id=cfg_digest,
                 size=manifest.config.size + sum(x.size for x in manifest.layers),
                 created_at=time.time_ns(),
                 manifest_digest=mdigest,
                 manifest_media_type=manifest.media_type,
-                stored_manifest=stored_digest,
-                config_blob=stored.config.digest,
+                stored_manifest=mdigest,
+                config_blob=cfg_digest,
                 layers=tuple(layers),
                 config=cfg_blob.config,
                 platform=str(self.platform),
             )
             await self._commit(img, ref, top)
             self.logger.info("image pulled", image=image, id=img.id, layers=len(layers),
-                             downloaded_bytes=downloaded)
+                             downloaded_bytes=downloaded, endpoint=session.endpoint.name)
             failed = False
             return img.id
         finally:
-            await asyncio.to_thread(shutil.rmtree, layout, True)
             async with self._gc_lock:
                 self._unpin(pins)
             if failed:
                 await self._gc(set(pins))
 
-    def _read_layout(
-        self, image: str, layout: str, manifest: Manifest
-    ) -> tuple[str, Manifest, ConfigBlob]:
-        try:
-            with open(os.path.join(layout, "index.json"), "rb") as f:
-                index = Index.parse(f.read())
-            if len(index.manifests) != 1:
-                raise ManifestError("skopeo's layout does not hold exactly one manifest")
-            stored_digest = index.manifests[0].digest
-            stored = Manifest.parse(self.blobs.read_verified(stored_digest))
-            if [x.digest for x in stored.layers] != [x.digest for x in manifest.layers]:
-                raise ManifestError("stored manifest lists other layers than the registry's")
-            cfg = ConfigBlob.parse(self.blobs.read_verified(stored.config.digest))
-        except (OSError, BlobError, ManifestError) as e:
-            raise errors.Internal(f"pull {image}: {e}") from None
-        if len(cfg.diff_ids) != len(manifest.layers):
-            raise errors.InvalidArgument(
-                f"pull {image}: config has {len(cfg.diff_ids)} diff_ids for "
-                f"{len(manifest.layers)} layers"
-            )
-        return stored_digest, stored, cfg
+    async def _config(self, image: str, session: Session, desc: Descriptor, mdigest: str,
+                      raw: bytes) -> ConfigBlob:
+        """The image config (from the store when present), and the manifest stored with it."""
+        if desc.size > CONFIG_LIMIT:
+            raise errors.InvalidArgument(f"pull {image}: image config of {desc.size} bytes")
 
-    async def _unpack(
-        self, image: str, i: int, n: int, digest: str, diff_id: str, cid: str
-    ) -> None:
-        def work() -> None:
-            tmp = self.snapshots.new_tmp(cid)
+        def local() -> bytes | None:
+            self.blobs.write(mdigest, raw, self.tmp)
             try:
-                unpack(self.blobs.path(digest), os.path.join(tmp, "fs"), diff_id)
-                self.snapshots.commit(tmp, cid)
-            except BaseException:
-                self.snapshots.discard(tmp)
-                raise
+                return self.blobs.read_verified(desc.digest, CONFIG_LIMIT)
+            except BlobError:
+                return None
 
+        def fetch() -> bytes:
+            self._download(session, desc.digest, desc.size)
+            return self.blobs.read_verified(desc.digest, CONFIG_LIMIT)
+
+        data = await asyncio.to_thread(local)
+        if data is None:
+            try:
+                data = await self._call(session, fetch)
+            except (RegistryError, Stalled, Cancelled) as e:
+                raise self._registry_error(image, e) from None
+            except BlobError as e:
+                raise errors.Internal(f"pull {image}: image config: {e}") from None
+            metrics.PULL_BYTES.inc(len(data))
         try:
-            await asyncio.to_thread(work)
+            return ConfigBlob.parse(data)
+        except ManifestError as e:
+            raise errors.InvalidArgument(f"pull {image}: image config: {e}") from None
+
+    def _download(self, session: Session, digest: str, size: int,
+                  consume: Callable[[Download], object] | None = None) -> None:
+        """(A worker thread.) Stream a blob into the store through a temp file, checked;
+        ``consume`` (the unpacker) reads it on the way."""
+        download = Download(self.blobs, digest, size, self.tmp)
+        try:
+            with contextlib.closing(session.open_blob(digest)) as stream:
+                download.src = stream
+                if consume is not None:
+                    consume(download)
+                download.commit()
+        finally:
+            download.close()
+
+    async def _layers(self, image: str, session: Session, layers: list[Layer]) -> int:
+        """Fetch and unpack the layers that have no snapshot, several at once; the bytes
+        downloaded. The first failure aborts the others."""
+        n = len(layers)
+
+        async def one(i: int, layer: Layer) -> int:
+            async with self._layer_slots:
+                return await self._call(session, self._layer, image, session, i, n, layer,
+                                        pool=self._layer_pool)
+
+        tasks = [asyncio.ensure_future(one(i, x)) for i, x in enumerate(layers)
+                 if not self.snapshots.exists(x.chain_id)]
+        metrics.LAYER_REUSE.inc(n - len(tasks))
+        if not tasks:
+            return 0
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            if not all(t.done() for t in tasks) or any(
+                    t.exception() for t in tasks if t.done() and not t.cancelled()):
+                session.cancel()  # the rest stop at their next read
+            await asyncio.wait(tasks)
+        failures = [t.exception() for t in tasks if t.exception() is not None]
+        # the cause, not the sessions cancelled because of it
+        failures.sort(key=lambda e: isinstance(e, (Cancelled, errors.Unavailable)))
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+        downloaded = sum(t.result() for t in tasks)
+        metrics.PULL_BYTES.inc(downloaded)
+        return downloaded
+
+    def _layer(self, image: str, session: Session, i: int, n: int, layer: Layer) -> int:
+        """(A worker thread.) Stream one layer into its snapshot; returns bytes downloaded."""
+        where = f"pull {image}: layer {layer.digest} ({i + 1}/{n})"
+        tmp = self.snapshots.new_tmp(layer.chain_id)
+        fs = os.path.join(tmp, "fs")
+        try:
+            if self.blobs.exists(layer.digest):
+                unpack(self.blobs.path(layer.digest), fs, layer.diff_id)
+                metrics.LAYER_REUSE.inc()
+                downloaded = 0
+            else:
+                self._download(session, layer.digest, layer.size,
+                               lambda blob: unpack(blob, fs, layer.diff_id))
+                downloaded = layer.size
+            self.snapshots.commit(tmp, layer.chain_id)
+            return downloaded
         except UnsafeEntry as e:
-            raise errors.InvalidArgument(
-                f"pull {image}: layer {digest} ({i + 1}/{n}): unsafe {e}"
-            ) from None
+            raise errors.InvalidArgument(f"{where}: unsafe {e}") from None
+        except BlobError as e:
+            raise errors.Internal(f"{where}: {e}") from None
         except LayerError as e:
-            raise errors.InvalidArgument(
-                f"pull {image}: layer {digest} ({i + 1}/{n}): {e}"
-            ) from None
+            raise errors.InvalidArgument(f"{where}: {e}") from None
+        except (RegistryError, Stalled, Cancelled) as e:
+            raise self._registry_error(image, e) from None
+        finally:
+            if os.path.exists(tmp):
+                self.snapshots.discard(tmp)
 
     # --- names -----------------------------------------------------------------------------
     async def _commit(self, img: Image, ref: Reference, top: str) -> None:

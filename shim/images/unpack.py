@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
-import gzip
 import hashlib
 import io
 import os
@@ -26,10 +25,10 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import threading
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import Any, Protocol
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -62,8 +61,14 @@ class UnpackResult:
     entries: int
 
 
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
 class _HashingReader(io.RawIOBase):
-    def __init__(self, inner: IO[bytes]) -> None:
+    """Counts and hashes what passes (the diff_id is the sha256 of the uncompressed tar)."""
+
+    def __init__(self, inner: io.RawIOBase) -> None:
         self._inner = inner
         self.hash = hashlib.sha256()
         self.count = 0
@@ -72,42 +77,190 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.hash.update(data)
-        self.count += n
+        n = self._inner.readinto(b) or 0
+        if n:
+            self.hash.update(memoryview(b)[:n])
+            self.count += n
         return n
 
 
-@contextlib.contextmanager
-def _decompressed(path: str) -> Iterator[IO[bytes]]:
-    """The layer blob's uncompressed stream, by magic bytes (media types lie sometimes)."""
-    with open(path, "rb") as raw:
-        magic = raw.read(4)
-        raw.seek(0)
-        if magic.startswith(GZIP_MAGIC):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz  # type: ignore[misc]
-            return
-        if magic == ZSTD_MAGIC:
-            proc = subprocess.Popen(
-                ["zstd", "-d", "-c", "-q", "--no-progress", "--", path],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
-            assert proc.stdout is not None and proc.stderr is not None
+class _Gunzip(io.RawIOBase):
+    """gzip (several members too) over a raw byte source, read in large chunks.
+
+    The stdlib ``gzip`` module reads its input 8 KiB at a time, which costs more than the
+    inflating itself on big layers; ``zlib`` releases the GIL while it inflates.
+    """
+
+    def __init__(self, src: Readable, first: bytes) -> None:
+        self._src = src
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._input = first
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _more(self) -> bytes:
+        data = self._src.read(CHUNK)
+        return data if data else b""
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = len(b)
+        while not self._done:
+            if self._d.eof:
+                rest = self._d.unused_data.lstrip(b"\0")  # zero padding after a member is fine
+                while not rest:
+                    more = self._more()
+                    if not more:
+                        self._done = True
+                        return 0
+                    rest = more.lstrip(b"\0")
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next member
+                self._input = rest
+            data = self._d.unconsumed_tail or self._input or self._more()
+            self._input = b""
+            if not data:
+                raise LayerError("corrupt layer stream: gzip stream ends early")
             try:
-                yield proc.stdout
-                proc.stdout.read()
-            finally:
-                proc.stdout.close()
-                err = proc.stderr.read().decode(errors="replace").strip()
-                proc.stderr.close()
-                rc = proc.wait()
-            if rc != 0:
-                raise LayerError(f"zstd decompression failed: {err or rc}")
-            return
-        yield raw
+                out = self._d.decompress(data, want)
+            except zlib.error as e:
+                raise LayerError(f"corrupt layer stream: {e}") from e
+            if out:
+                n = len(out)
+                b[:n] = out
+                return n
+        return 0
+
+
+class _Zstd(io.RawIOBase):
+    """zstd through the ``zstd`` CLI (no zstd in the stdlib); a thread feeds its stdin."""
+
+    def __init__(self, src: Readable, first: bytes) -> None:
+        self._proc = subprocess.Popen(
+            ["zstd", "-d", "-c", "-q", "--no-progress"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self._feed_error: BaseException | None = None
+        self._feeder = threading.Thread(target=self._feed, args=(src, first), daemon=True)
+        self._feeder.start()
+
+    def _feed(self, src: Readable, first: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            data = first
+            while data:
+                stdin.write(data)
+                data = src.read(CHUNK)
+        except BrokenPipeError:
+            pass  # zstd stopped early; its exit status tells why
+        except BaseException as e:  # a source error: reported by close()
+            self._feed_error = e
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        assert self._proc.stdout is not None
+        return self._proc.stdout.readinto(b)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        """Wait for zstd; raise if it or the source failed."""
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        while self._proc.stdout.read(CHUNK):
+            pass
+        rc = self._proc.wait()
+        self._feeder.join()
+        if self._feed_error is not None:
+            raise self._feed_error
+        if rc != 0:
+            err = self._proc.stderr.read().decode(errors="replace").strip()
+            raise LayerError(f"zstd decompression failed: {err or rc}")
+
+    def kill(self) -> None:
+        """Stop zstd (if still running) and release its pipes."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._feeder.join()
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+class _Plain(io.RawIOBase):
+    def __init__(self, src: Readable, first: bytes) -> None:
+        self._src = src
+        self._first = first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data, self._first = (self._first, b"") if self._first else (self._src.read(len(b)), b"")
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+class _ForwardOnly(io.RawIOBase):
+    """A stream that can "seek" forward by skipping: tarfile's ``r:`` mode seeks to each
+    header and data block, never backwards in a one-pass walk. Unlike ``r|`` mode (which
+    copies every block through small buffers), file contents pass through with one copy.
+    """
+
+    def __init__(self, inner: io.BufferedReader[Any]) -> None:
+        self._inner = inner
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("a layer stream only seeks forward")
+        if offset < self._pos:
+            raise LayerError("not a valid tar stream: it would need to go backwards")
+        while self._pos < offset:
+            if not self.read(min(CHUNK, offset - self._pos)):
+                break
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = self._inner.read(-1 if n is None else n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._inner.readinto(b)
+        self._pos += n
+        return n
+
+
+def _decompressor(src: Readable) -> io.RawIOBase:
+    """The layer's uncompressed stream, by magic bytes (media types lie sometimes)."""
+    first = b""
+    while len(first) < 4:
+        more = src.read(CHUNK)
+        if not more:
+            break
+        first += more
+    if first.startswith(GZIP_MAGIC):
+        return _Gunzip(src, first)
+    if first.startswith(ZSTD_MAGIC):
+        return _Zstd(src, first)
+    return _Plain(src, first)
 
 
 def _check_path(name: str, entry: str) -> list[str]:
@@ -346,31 +499,40 @@ def _mtime_ns(m: tarfile.TarInfo) -> int:
         return 0
 
 
-def unpack(blob: str, dest: str, expected_diff_id: str | None = None) -> UnpackResult:
-    """Unpack the layer blob at ``blob`` into the empty directory ``dest``.
+def unpack(source: str | Readable, dest: str,
+           expected_diff_id: str | None = None) -> UnpackResult:
+    """Unpack a layer (a blob path, or a stream such as a registry response) into the empty
+    directory ``dest``. A stream is read only as far as the tar's end; the caller drains it.
 
     Raises UnsafeEntry / LayerError; the caller discards ``dest`` on any error.
     """
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            return unpack(f, dest, expected_diff_id)
     ex = _Extractor(dest)
     count = 0
+    stream = _decompressor(source)
     try:
-        with _decompressed(blob) as stream:
-            hashed = _HashingReader(stream)
-            buffered: BinaryIO = io.BufferedReader(hashed, CHUNK)
-            try:
-                with tarfile.open(fileobj=buffered, mode="r|", errorlevel=2) as tar:
-                    for m in tar:
-                        ex.member(tar, m)
-                        count += 1
-            except tarfile.TarError as e:
-                raise LayerError(f"not a valid tar stream: {e}") from e
-            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-                raise LayerError(f"corrupt layer stream: {e}") from e
-            # the end-of-archive blocks and padding are part of the diff_id too
-            while buffered.read(CHUNK):
-                pass
+        hashed = _HashingReader(stream)
+        buffered = io.BufferedReader(hashed, CHUNK)
+        try:
+            with tarfile.open(fileobj=_ForwardOnly(buffered), mode="r:", errorlevel=2) as tar:
+                for m in tar:
+                    ex.member(tar, m)
+                    count += 1
+        except tarfile.TarError as e:
+            raise LayerError(f"not a valid tar stream: {e}") from e
+        except EOFError as e:
+            raise LayerError(f"corrupt layer stream: {e}") from e
+        # the end-of-archive blocks and padding are part of the diff_id too
+        while buffered.read(CHUNK):
+            pass
+        if isinstance(stream, _Zstd):
+            stream.finish()
         ex.finish()
     finally:
+        if isinstance(stream, _Zstd):
+            stream.kill()
         ex.close()
     diff_id = "sha256:" + hashed.hash.hexdigest()
     if expected_diff_id and diff_id != expected_diff_id:

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import socket
 import subprocess
 import tarfile
@@ -29,6 +30,7 @@ import tomli_w
 from shim.cri import api_pb2 as pb
 from tests.rig.daemon import CRIClient, TetherDaemon
 from tests.rig.images import ImageRegistry, PushedImage, push_image
+from tests.rig.tokengate import TokenGate
 
 __all__ = [
     "ImageDaemon",
@@ -379,3 +381,31 @@ def zoo_entries() -> list[Callable[[tarfile.TarFile], None]]:
         ti("sticky", tarfile.DIRTYPE, 0o1777)
 
     return [add]
+
+
+# ---------------------------------------------------------------- token-auth registry front
+
+GATE_USER, GATE_PASSWORD = "alice", "pw-Zq81-never-logged"
+
+
+@pytest.fixture
+def token_gate(registry: ImageRegistry) -> Iterator[TokenGate]:
+    """A ``tests.rig.tokengate.TokenGate`` in front of the session ``registry``: Bearer token
+    auth (realm ``<gate.url>/token``, service "tether-gate") with user ``GATE_USER`` /
+    ``GATE_PASSWORD``, an identity (refresh) token ``.identity_token`` and a pre-shared
+    ``.registry_token`` (both random per test, both acting as alice). Images:
+    ``gate.ref("busybox")``; more users: ``gate.add_user(name, pw, repos=[...])``; what it saw:
+    ``.requests``, ``.token_requests``; every secret: ``.secrets()``. Closed after the test."""
+    gate = TokenGate(
+        registry.host,
+        users={GATE_USER: GATE_PASSWORD},
+        identity_token="idt-" + secrets.token_hex(20),
+        registry_token="rgt-" + secrets.token_hex(20),
+    )
+    try:
+        yield gate
+    finally:
+        gate.close()
+
+
+__all__ += ["GATE_PASSWORD", "GATE_USER", "token_gate"]

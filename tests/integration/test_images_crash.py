@@ -18,19 +18,17 @@ from tests.integration.images_fixtures import (
 from tests.rig.images import ImageRegistry
 
 
-def _skopeo_children(pid: int) -> list[int]:
-    """skopeo processes whose parent is ``pid`` (or that a dead ``pid`` left behind)."""
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (a pull runs none: the registry client is in-process)."""
     out = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
-            cmd = (p / "cmdline").read_bytes().split(b"\0")
             stat = (p / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if b"skopeo" in b" ".join(cmd[:6]) and (ppid == pid or ppid == 1):
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             out.append(int(p.name))
     return out
 
@@ -58,7 +56,7 @@ def test_stalled_pull_is_cancelled(
     assert 2 <= elapsed < 15
     assert d.list() == []
     assert list((d.images_dir / "tmp").iterdir()) == []
-    assert _skopeo_children(d.daemon.proc.pid if d.daemon.proc else 0) == []
+    assert d.daemon.proc is not None and _children(d.daemon.proc.pid) == []
     assert d.metric("tether_image_pulls_total", outcome="deadlineexceeded") == 1
 
 
@@ -83,7 +81,6 @@ def test_restart_mid_pull(
     tmp = d.images_dir / "tmp"
     _wait(lambda: any(tmp.iterdir()))
     assert d.daemon.proc is not None
-    pid = d.daemon.proc.pid
     # leftovers a crash could also leave: a half-unpacked snapshot, a stray blob temp file
     (d.snapshots_dir / ".tmp-0123456789abcdef-dead").mkdir()
     (d.snapshots_dir / ".tmp-0123456789abcdef-dead" / "fs").mkdir()
@@ -91,15 +88,13 @@ def test_restart_mid_pull(
     d.daemon.kill()
     t.join(30)
     assert result and isinstance(result[0], grpc.RpcError)
-    _wait(lambda: _skopeo_children(pid) == [], 10)  # skopeo died with its daemon
-    assert any(tmp.iterdir())  # the dead daemon's partial layout is still there
+    assert any(tmp.iterdir())  # the dead daemon's partial blob is still there
 
     d2 = start_image_daemon(config, base=d.daemon.base)
     assert d2.list() == []
     assert list(tmp.iterdir()) == []
     assert {p.name for p in d2.snapshots_dir.iterdir()} == {"empty"}
     assert not (d2.blobs_dir / "oci-put-blob123").exists()
-    assert list((d2.daemon.run_dir / "images" / "auth").iterdir()) == []
     # the next pull works (straight from the registry this time)
     image_id = d2.pull(registry.ref("web"))
     assert d2.status(image_id).image.id == image_id
@@ -122,11 +117,7 @@ def test_shutdown_mid_pull(
     t.start()
     tmp = d.images_dir / "tmp"
     _wait(lambda: registry_proxy.blob_requests() and any(tmp.iterdir()))
-    assert d.daemon.proc is not None
-    pid = d.daemon.proc.pid
     assert d.daemon.stop() == 0  # SIGTERM: in-flight pulls end within the grace period
     t.join(30)
     assert result and isinstance(result[0], grpc.RpcError)
-    assert _skopeo_children(pid) == []
     assert list(tmp.iterdir()) == []
-    assert list((d.daemon.run_dir / "images" / "auth").iterdir()) == []

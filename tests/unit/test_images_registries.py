@@ -1,8 +1,6 @@
-"""registries.conf: short-name candidates, v1 conversion, rendering for skopeo."""
+"""registries.conf: short-name candidates, v1 conversion, validation at load."""
 
 from __future__ import annotations
-
-import tomllib
 
 import pytest
 
@@ -38,9 +36,14 @@ def test_empty_search_list_means_none() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["not toml [", 'unqualified-search-registries = "docker.io"', '[aliases]\n"a" = "b:1"',
-     'short-name-mode = "bogus"', "registry = 3",
-     '[registries.search]\nregistries = ["a"]\n[[registry]]\nlocation = "x"'],
+    [
+        "not toml [",
+        'unqualified-search-registries = "docker.io"',
+        '[aliases]\n"a" = "b:1"',
+        'short-name-mode = "bogus"',
+        "registry = 3",
+        '[registries.search]\nregistries = ["a"]\n[[registry]]\nlocation = "x"',
+    ],
 )
 def test_bad_files(text: str) -> None:
     with pytest.raises(r.RegistriesConfError):
@@ -54,25 +57,17 @@ def test_v1_is_converted() -> None:
         '[registries.block]\nregistries = ["c.io"]\n'
     )
     assert conf.search == ("a.io",)
-    doc = tomllib.loads(r.render(conf))
-    assert {"location": "b.io", "insecure": True} in doc["registry"]
-    assert {"location": "c.io", "blocked": True} in doc["registry"]
-    assert "registries" not in doc
+    assert {"location": "b.io", "insecure": True} in conf.doc["registry"]
+    assert {"location": "c.io", "blocked": True} in conf.doc["registry"]
+    assert "registries" not in conf.doc
 
 
-def test_render_merges_mirrors_and_insecure() -> None:
-    conf = r.parse_text(
-        '[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
-        '[[registry.mirror]]\nlocation = "old.mirror"\n'
-        '[aliases]\n"x" = "quay.io/x"\n'
-    )
-    text = r.render(conf, {"docker.io": ["m1:5000", "m2"], "quay.io": ["qm"]}, ["m1:5000", "i.io"])
-    doc = tomllib.loads(text)
-    by = {e.get("prefix", e["location"]): e for e in doc["registry"]}
-    assert [m["location"] for m in by["docker.io"]["mirror"]] == ["m1:5000", "m2", "old.mirror"]
-    assert by["docker.io"]["mirror"][0]["insecure"] is True
-    assert by["docker.io"]["mirror"][1]["insecure"] is False
-    assert by["quay.io"]["mirror"] == [{"location": "qm", "insecure": False}]
-    assert by["i.io"]["insecure"] is True
-    assert "aliases" not in doc
-    assert doc["unqualified-search-registries"] == ["docker.io"]
+def test_registry_tables_are_validated_at_load() -> None:
+    with pytest.raises(r.RegistriesConfError, match=r"/etc/x\.conf: .*pull-from-mirror"):
+        r.parse_text(
+            '[[registry]]\nlocation = "a.io"\n[[registry.mirror]]\nlocation = "m.io"\n'
+            'pull-from-mirror = "sometimes"\n',
+            "/etc/x.conf",
+        )
+    with pytest.raises(r.RegistriesConfError, match=r"/etc/x\.conf"):
+        r.parse_text('[registries.insecure]\nregistries = ["http://a.io"]\n', "/etc/x.conf")
