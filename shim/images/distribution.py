@@ -47,6 +47,7 @@ DOCKER_HUB_API = "registry-1.docker.io"
 MAX_REDIRECTS = 5
 ERROR_BODY_LIMIT = 64 << 10
 MANIFEST_LIMIT = 4 << 20
+_UNESCAPE = re.compile(r"\\(.)")
 _CHALLENGE_PARAM = re.compile(r'\s*([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
 
@@ -102,8 +103,8 @@ def parse_challenge(header: str) -> Challenge | None:
     scheme, _, rest = header.strip().partition(" ")
     if not scheme:
         return None
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)).replace(
-        '\\"', '"') for m in _CHALLENGE_PARAM.finditer(rest)}
+    params = {m.group(1).lower(): _UNESCAPE.sub(r"\1", m.group(2)) if m.group(2) is not None
+              else m.group(3) for m in _CHALLENGE_PARAM.finditer(rest)}
     return Challenge(scheme.lower(), params)
 
 
@@ -152,6 +153,46 @@ def registry_error(status: int, body: bytes, what: str) -> RegistryError:
     else:
         kind = errors.Internal
     return RegistryError(kind, text)
+
+
+@dataclass(frozen=True, repr=False)
+class Proxy:
+    host: str
+    port: int
+    headers: Mapping[str, str]
+
+
+def _no_proxy(host: str, no_proxy: str) -> bool:
+    """``NO_PROXY`` as curl and Go read it: ``*``, hosts, ``.domain``/``domain`` suffixes."""
+    host = host.lower()
+    for entry in no_proxy.split(","):
+        entry = entry.strip().lower()
+        if entry == "*":
+            return True
+        entry = split_host(entry)[0].lstrip(".") if entry else ""
+        if entry and (host == entry or host.endswith("." + entry)):
+            return True
+    return False
+
+
+def proxy_for(scheme: str, host: str,
+              environ: Mapping[str, str] | None = None) -> Proxy | None:
+    """The daemon's ``HTTPS_PROXY``/``HTTP_PROXY`` (minus ``NO_PROXY`` hosts) for a registry
+    connection, as containers/image honours them; tunnelled with CONNECT either way."""
+    env = os.environ if environ is None else environ
+    proxies = {k[:-len("_proxy")].lower(): v for k, v in env.items()
+               if k.lower().endswith("_proxy") and v}
+    url = proxies.get(scheme)
+    if not url or _no_proxy(host, proxies.get("no", "")):
+        return None
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        return None
+    headers = {}
+    if parts.username is not None:
+        raw = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
+    return Proxy(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), headers)
 
 
 def _tls_context(host_dir: str | None, verify: bool) -> ssl.SSLContext:
@@ -270,13 +311,17 @@ class Session:
 
     def _connect(self, scheme: str, domain: str, verify: bool) -> http.client.HTTPConnection:
         host, port = split_host(domain)
+        proxy = proxy_for(scheme, host)
+        target_host, target_port = (proxy.host, proxy.port) if proxy else (host, port)
         conn: http.client.HTTPConnection
         if scheme == "https":
             conn = http.client.HTTPSConnection(
-                host, port, timeout=self.timeout,
+                target_host, target_port, timeout=self.timeout,
                 context=self.client.tls(self.endpoint.domain, verify))
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(target_host, target_port, timeout=self.timeout)
+        if proxy:
+            conn.set_tunnel(host, port or (443 if scheme == "https" else 80), proxy.headers)
         return conn
 
     def _take(self) -> http.client.HTTPConnection:
@@ -312,6 +357,10 @@ class Session:
                 self._check()
                 if fresh or attempt:
                     raise
+                with self._lock:  # the registry dropped its idle connections: so do we
+                    stale, self._idle = self._idle, []
+                for c in stale:
+                    c.close()
             except BaseException:
                 self.give_back(conn, False)
                 raise
@@ -506,13 +555,19 @@ class _Reader:
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self.resp.read(n if n >= 0 else None)
+            data = self.resp.read(n if n >= 0 else None)
         except TimeoutError:
             self.session._check()
             raise Stalled(self.session.timeout) from None
         except (OSError, http.client.HTTPException) as e:
             self.session._check()
             raise _io_error(e, self.session.endpoint.domain, self.session.timeout) from None
+        if not data and n != 0:
+            self.session._check()  # a cancel shuts the socket: that reads as an early end
+            if self.resp.length:  # http.client returns b"" short of Content-Length
+                raise RegistryError(errors.Unavailable, f"{self.session.endpoint.domain}: "
+                                    "connection closed mid-body")
+        return data
 
 
 def _release(session: Session, resp: http.client.HTTPResponse) -> None:
@@ -528,14 +583,12 @@ def _release(session: Session, resp: http.client.HTTPResponse) -> None:
 
 
 class BlobStream:
-    """A blob's body as it arrives: ``read(n)``; ``length`` from Content-Length (or None)."""
+    """A blob's body as it arrives (``read(n)``); ``close`` returns the connection."""
 
     def __init__(self, session: Session, resp: http.client.HTTPResponse) -> None:
         self._reader = _Reader(session, resp)
         self._resp = resp
         self._session = session
-        length = resp.getheader("Content-Length")
-        self.length = int(length) if length and length.isdigit() else None
         self._closed = False
 
     def read(self, n: int = -1) -> bytes:
@@ -571,6 +624,9 @@ def _io_error(e: BaseException, domain: str, timeout: float) -> Exception:
         return RegistryError(errors.Unavailable, f"{domain}: network is unreachable")
     if isinstance(e, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
         return RegistryError(errors.Unavailable, f"{domain}: connection closed by the registry")
+    if isinstance(e, OSError) and str(e).startswith("Tunnel connection failed"):
+        return RegistryError(errors.Unavailable, f"{domain}: the proxy (HTTP(S)_PROXY) "
+                             f"refused the tunnel: {str(e).split(':', 1)[1].strip()}")
     if isinstance(e, http.client.IncompleteRead):
         return RegistryError(errors.Unavailable, f"{domain}: connection closed mid-body")
     return RegistryError(errors.Unavailable, f"{domain}: {type(e).__name__}: {e}")

@@ -140,7 +140,7 @@ class _Zstd(io.RawIOBase):
             ["zstd", "-d", "-c", "-q", "--no-progress"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        self._feed_error: BaseException | None = None
+        self.feed_error: BaseException | None = None
         self._feeder = threading.Thread(target=self._feed, args=(src, first), daemon=True)
         self._feeder.start()
 
@@ -155,7 +155,7 @@ class _Zstd(io.RawIOBase):
         except BrokenPipeError:
             pass  # zstd stopped early; its exit status tells why
         except BaseException as e:  # a source error: reported by close()
-            self._feed_error = e
+            self.feed_error = e
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
@@ -174,8 +174,8 @@ class _Zstd(io.RawIOBase):
             pass
         rc = self._proc.wait()
         self._feeder.join()
-        if self._feed_error is not None:
-            raise self._feed_error
+        if self.feed_error is not None:
+            raise self.feed_error
         if rc != 0:
             err = self._proc.stderr.read().decode(errors="replace").strip()
             raise LayerError(f"zstd decompression failed: {err or rc}")
@@ -530,6 +530,12 @@ def unpack(source: str | Readable, dest: str,
         if isinstance(stream, _Zstd):
             stream.finish()
         ex.finish()
+    except LayerError:
+        if isinstance(stream, _Zstd):
+            stream.kill()  # joins the feeder: a source error (network) is the real cause
+            if stream.feed_error is not None:
+                raise stream.feed_error from None
+        raise
     finally:
         if isinstance(stream, _Zstd):
             stream.kill()

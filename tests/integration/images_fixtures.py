@@ -165,8 +165,9 @@ def start_image_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
     """
     started: list[ImageDaemon] = []
 
-    def start(config_text: str = "", name: str = "d", base: Path | None = None) -> ImageDaemon:
-        d = TetherDaemon(base or tmp_path / name, config_text=config_text)
+    def start(config_text: str = "", name: str = "d", base: Path | None = None,
+              env: dict[str, str] | None = None) -> ImageDaemon:
+        d = TetherDaemon(base or tmp_path / name, config_text=config_text, env=env or {})
         d.start()
         img = ImageDaemon(d, d.client())
         started.append(img)

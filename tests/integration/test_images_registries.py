@@ -3,12 +3,14 @@ and the errors kubelet sees when a pull cannot work."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import grpc
 
 from tests.integration.images_fixtures import *  # noqa: F403  (fixtures)
 from tests.integration.images_fixtures import ImageDaemon, StartDaemon, daemon_config
+from tests.rig.connectproxy import ConnectProxy
 from tests.rig.images import ImageRegistry, PushedImage
 
 
@@ -136,3 +138,29 @@ def test_moved_tag(
     old = image_daemon.status(first).image
     assert list(old.repo_tags) == [] and len(old.repo_digests) == 1
     assert image_daemon.status(ref).image.id == second
+
+
+def test_pull_through_proxy(registry: ImageRegistry, start_image_daemon: StartDaemon) -> None:
+    """HTTP(S)_PROXY in the daemon's environment: registry traffic goes through the proxy
+    (CONNECT tunnel, with the proxy's credentials); NO_PROXY hosts go direct."""
+    proxy = ConnectProxy(need_auth="Basic " + base64.b64encode(b"px:secret").decode())
+    try:
+        url = f"http://px:secret@127.0.0.1:{proxy.port}"
+        d = start_image_daemon(daemon_config(insecure=[registry.host]), name="proxied",
+                               env={"HTTP_PROXY": url, "HTTPS_PROXY": url, "NO_PROXY": ""})
+        assert d.pull(registry.ref("busybox")).startswith("sha256:")
+        assert proxy.tunnels and set(proxy.tunnels) == {registry.host}
+        bypass = start_image_daemon(
+            daemon_config(insecure=[registry.host]), name="bypass",
+            env={"HTTP_PROXY": url, "HTTPS_PROXY": url, "NO_PROXY": "127.0.0.1"})
+        before = len(proxy.tunnels)
+        assert bypass.pull(registry.ref("web")).startswith("sha256:")
+        assert len(proxy.tunnels) == before
+        wrong = start_image_daemon(
+            daemon_config(insecure=[registry.host]), name="wrong",
+            env={"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": ""})
+        err = wrong.pull_error(registry.ref("layers"))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+        assert registry.ref("layers") in err.details() and "proxy" in err.details().lower()
+    finally:
+        proxy.close()

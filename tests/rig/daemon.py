@@ -52,6 +52,7 @@ class TetherDaemon:
     log_level: str | None = "debug"
     proc: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
 
     @property
     def root(self) -> Path:
@@ -99,7 +100,8 @@ class TetherDaemon:
         self.base.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **self.env} if self.env else None)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -37,6 +37,7 @@ from shim.images.endpoints import Endpoint
 DIGEST = "sha256:" + "ab" * 32
 MANIFEST = b'{"schemaVersion": 2}'
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ANONYMOUS = Login()
 
 
 # --- pure helpers ----------------------------------------------------------------------------
@@ -66,8 +67,6 @@ def test_parse_challenge_escapes_and_commas() -> None:
     assert c.params["realm"] == "r"
 
 
-@pytest.mark.xfail(strict=True, reason=r"parse_challenge unescapes only \" — a quoted-pair \\ "
-                   r"stays two backslashes (RFC 7230 quoted-string)")
 def test_parse_challenge_escaped_backslash() -> None:
     c = parse_challenge(r'Bearer realm="a\\b"')
     assert c is not None and c.params["realm"] == "a\\b"
@@ -139,7 +138,7 @@ def test_registry_error(status: int, body: bytes, kind: type[errors.TetherError]
 
 def _ssl_error(reason: str) -> ssl.SSLError:
     e = ssl.SSLError(1, f"[SSL: {reason}] {reason.lower()} (_ssl.c:1000)")
-    e.reason = reason  # type: ignore[misc]
+    e.reason = reason
     return e
 
 
@@ -230,8 +229,12 @@ class Registry(ThreadingHTTPServer):
         self.requests: list[Req] = []
         self.route: Route = lambda h, r: h.reply(404)
         self.release = threading.Event()  # stalled handlers wait on it
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # TLS hellos, connections cut by the client
 
     @property
     def domain(self) -> str:
@@ -271,7 +274,7 @@ def sessions() -> Iterator[list[Session]]:
 
 @pytest.fixture
 def open_session(sessions: list[Session]) -> Callable[..., Session]:
-    def make(reg: Registry, login: Login = Login(), timeout: float = 5.0, insecure: bool = True,
+    def make(reg: Registry, login: Login = ANONYMOUS, timeout: float = 5.0, insecure: bool = True,
              client: Client | None = None) -> Session:
         if client is None:  # skip the TLS attempt: it would count as a connection
             client = Client(certs_dirs=())
@@ -476,7 +479,6 @@ def test_blob_redirect_drops_authorization(reg: Registry, reg2: Registry,
     reg2.route = storage
     s = open_session(reg, Login("u", "p"))
     stream = s.open_blob(DIGEST)
-    assert stream.length == len(blob)
     got = b""
     while chunk := stream.read(4096):
         got += chunk
@@ -591,12 +593,16 @@ def test_stalled_mid_body(reg: Registry, open_session: Callable[..., Session]) -
 
 
 def test_stalled_before_headers(reg: Registry, open_session: Callable[..., Session]) -> None:
-    reg.route = lambda h, r: reg.release.wait(30) and None
+    reg.route = lambda h, r: _hang(reg)
     s = open_session(reg, timeout=0.5)
     t0 = time.monotonic()
     with pytest.raises(Stalled):
         s.manifest("latest")
     assert time.monotonic() - t0 < 3
+
+
+def _hang(reg: Registry) -> None:
+    reg.release.wait(30)
 
 
 def _cancel_soon(s: Session, delay: float = 0.3) -> threading.Timer:
@@ -607,7 +613,7 @@ def _cancel_soon(s: Session, delay: float = 0.3) -> threading.Timer:
 
 def test_cancel_while_waiting_for_headers(reg: Registry,
                                           open_session: Callable[..., Session]) -> None:
-    reg.route = lambda h, r: reg.release.wait(30) and None
+    reg.route = lambda h, r: _hang(reg)
     s = open_session(reg, timeout=30)
     _cancel_soon(s)
     t0 = time.monotonic()
@@ -631,9 +637,6 @@ def test_cancel_while_blob_read_blocks_read_all(reg: Registry,
     stream.close()
 
 
-@pytest.mark.xfail(strict=True, reason="distribution._Reader.read: http.client's read(n) returns "
-                   "b'' on a premature EOF (socket shut down by cancel()), so a sized read "
-                   "reports end-of-blob instead of raising Cancelled")
 def test_cancel_while_blob_read_blocks(reg: Registry,
                                        open_session: Callable[..., Session]) -> None:
     _stalling_blob(reg)
@@ -651,9 +654,6 @@ def test_cancel_while_blob_read_blocks(reg: Registry,
         stream.close()
 
 
-@pytest.mark.xfail(strict=True, reason="distribution._Reader.read: a body cut short by the "
-                   "server (fewer bytes than Content-Length, then EOF) reads as a clean end "
-                   "(b'') instead of RegistryError 'connection closed mid-body'")
 def test_body_cut_short(reg: Registry, open_session: Callable[..., Session]) -> None:
     def route(h: Handler, r: Req) -> None:
         h.send_response(200)

@@ -177,3 +177,224 @@ def test_diff_id_mismatch_and_corruption(tmp_path: Path) -> None:
     dest3.mkdir()
     with pytest.raises(LayerError):
         unpack(str(blob), str(dest3), None)
+
+
+# --- streams (a registry response rather than a blob path) ---------------------------------
+# Entries owned by the test's own user, so these run without root.
+
+
+class Chunks:
+    """A stream source handing out at most ``step`` bytes a read; optionally failing once
+    ``fail_at`` bytes have gone out."""
+
+    def __init__(self, data: bytes, step: int = 64 << 10, fail_at: int | None = None) -> None:
+        self._f = io.BytesIO(data)
+        self.step = step
+        self.fail_at = fail_at
+        self.sent = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self.fail_at is not None and self.sent >= self.fail_at:
+            raise SourceBroke("the registry went away")
+        want = self.step if n < 0 else min(n, self.step)
+        if self.fail_at is not None:
+            want = min(want, self.fail_at - self.sent)
+        data = self._f.read(want)
+        self.sent += len(data)
+        return data
+
+
+class SourceBroke(Exception):
+    pass
+
+
+def mine(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **kw: object) -> Add:
+    return entry(name, kind, data, uid=os.getuid(), gid=os.getgid(), **kw)
+
+
+def zstd(data: bytes) -> bytes:
+    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def compressed(data: bytes, compress: str) -> bytes:
+    if compress == "gzip":
+        return gzip.compress(data)
+    if compress == "zstd":
+        return zstd(data)
+    return data
+
+
+def zstd_children() -> set[int]:
+    """zstd processes that are children of this process (any thread)."""
+    out: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            kids = Path(f"/proc/self/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for pid in kids:
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "zstd":
+                    out.add(int(pid))
+            except OSError:
+                continue
+    return out
+
+
+def sample() -> bytes:
+    return tarball(
+        mine("d", tarfile.DIRTYPE),
+        mine("d/small", data=b"small"),
+        mine("d/big", data=os.urandom(300_000) + b"tail"),
+        mine("d/link", tarfile.SYMTYPE, linkname="big"),
+    )
+
+
+def dest_dir(tmp_path: Path, name: str = "fs") -> str:
+    d = tmp_path / name
+    d.mkdir()
+    return str(d)
+
+
+def check_sample(fs: str, data: bytes) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        big = t.extractfile("d/big")
+        assert big is not None
+        want = big.read()
+    assert Path(fs, "d/small").read_bytes() == b"small"
+    assert Path(fs, "d/big").read_bytes() == want
+    assert os.readlink(Path(fs, "d/link")) == "big"
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
+@pytest.mark.parametrize("step", [3, 64 << 10, 4 << 20])
+def test_stream_source(tmp_path: Path, compress: str, step: int) -> None:
+    data = sample()
+    blob = compressed(data, compress)
+    if step == 3 and len(blob) > 400_000:
+        step = 1000  # tiny reads for the magic bytes are what matters; keep it quick
+    src = Chunks(blob, step)
+    fs = dest_dir(tmp_path)
+    before = zstd_children()
+    res = unpack(src, fs, "sha256:" + hashlib.sha256(data).hexdigest())
+    assert res.size == len(data) and res.entries == 4
+    check_sample(fs, data)
+    assert zstd_children() <= before
+
+
+def test_stream_tiny_first_reads(tmp_path: Path) -> None:
+    data = sample()
+    for compress in ("gzip", "zstd", "none"):
+        fs = dest_dir(tmp_path, compress)
+        blob = compressed(data, compress)
+
+        class Trickle(Chunks):
+            def read(self, n: int = -1, /) -> bytes:  # 1 byte at first, then big reads
+                return super().read(1 if self.sent < 6 else n)
+
+        res = unpack(Trickle(blob), fs, None)
+        assert res.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+        check_sample(fs, data)
+
+
+def test_gzip_multi_member(tmp_path: Path) -> None:
+    data = sample()
+    cut1, cut2 = 700, 200_001  # members split the tar anywhere, even mid-header
+    blob = gzip.compress(data[:cut1]) + gzip.compress(data[cut1:cut2]) + \
+        gzip.compress(data[cut2:])
+    fs = dest_dir(tmp_path)
+    res = unpack(Chunks(blob, 5000), fs, "sha256:" + hashlib.sha256(data).hexdigest())
+    assert res.size == len(data)
+    check_sample(fs, data)
+
+
+@pytest.mark.parametrize("padding", [1, 512, 100_000])
+def test_gzip_zero_padding(tmp_path: Path, padding: int) -> None:
+    data = sample()
+    fs = dest_dir(tmp_path)
+    res = unpack(Chunks(gzip.compress(data) + b"\0" * padding, 4096), fs, None)
+    assert res.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    check_sample(fs, data)
+
+
+@pytest.mark.parametrize("cut", [-4, -9, -1000, 30])
+def test_gzip_truncated(tmp_path: Path, cut: int) -> None:
+    blob = gzip.compress(sample())[:cut]
+    with pytest.raises(LayerError):
+        unpack(Chunks(blob, 4096), dest_dir(tmp_path), None)
+
+
+def test_gzip_garbage_after_member(tmp_path: Path) -> None:
+    blob = gzip.compress(sample()) + b"not gzip at all"
+    with pytest.raises(LayerError):
+        unpack(Chunks(blob), dest_dir(tmp_path), None)
+
+
+def test_zstd_truncated(tmp_path: Path) -> None:
+    before = zstd_children()
+    blob = zstd(sample())
+    with pytest.raises(LayerError):
+        unpack(Chunks(blob[: len(blob) // 2]), dest_dir(tmp_path), None)
+    assert zstd_children() <= before
+
+
+@pytest.mark.parametrize("compress", ["gzip", "none"])
+@pytest.mark.parametrize("where", [0.05, 0.5, 0.999])
+def test_source_error_propagates(tmp_path: Path, compress: str, where: float) -> None:
+    blob = compressed(sample(), compress)
+    src = Chunks(blob, 4096, fail_at=max(4, int(len(blob) * where)))
+    with pytest.raises(SourceBroke):
+        unpack(src, dest_dir(tmp_path), None)
+
+
+@pytest.mark.parametrize("where", [0.05, 0.5, 0.999])
+def test_source_error_zstd_leaves_no_process(tmp_path: Path, where: float) -> None:
+    before = zstd_children()
+    blob = zstd(sample())
+    src = Chunks(blob, 4096, fail_at=max(4, int(len(blob) * where)))
+    with pytest.raises((SourceBroke, LayerError)):
+        unpack(src, dest_dir(tmp_path), None)
+    assert zstd_children() <= before
+
+
+@pytest.mark.parametrize("where", [0.05, 0.5, 0.999])
+def test_source_error_propagates_zstd(tmp_path: Path, where: float) -> None:
+    blob = zstd(sample())
+    src = Chunks(blob, 4096, fail_at=max(4, int(len(blob) * where)))
+    with pytest.raises(SourceBroke):
+        unpack(src, dest_dir(tmp_path), None)
+
+
+def test_zstd_unpack_error_leaves_no_process(tmp_path: Path) -> None:
+    """An unsafe entry stops the walk early, zstd still running: it is killed and reaped."""
+    data = tarball(mine("../escape", data=b"x"), mine("big", data=os.urandom(2 << 20)))
+    before = zstd_children()
+    with pytest.raises(UnsafeEntry):
+        unpack(Chunks(zstd(data)), dest_dir(tmp_path), None)
+    assert zstd_children() <= before
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
+def test_diff_id_covers_end_padding(tmp_path: Path, compress: str) -> None:
+    data = tarball(mine("a", data=b"a"))
+    assert len(data) == tarfile.RECORDSIZE  # end-of-archive blocks plus record padding
+    padded = data + b"\0" * 4096  # some writers pad further
+    for i, tar in enumerate((data, padded)):
+        res = unpack(Chunks(compressed(tar, compress)), dest_dir(tmp_path, str(i)), None)
+        assert res.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+        assert res.size == len(tar)
+    with pytest.raises(LayerError, match="diff_id"):
+        unpack(Chunks(compressed(padded, compress)), dest_dir(tmp_path, "x"),
+               "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def test_stream_and_path_agree(tmp_path: Path) -> None:
+    data = sample()
+    blob = tmp_path / "blob"
+    blob.write_bytes(gzip.compress(data))
+    a = unpack(str(blob), dest_dir(tmp_path, "a"), None)
+    with open(blob, "rb") as f:
+        b = unpack(f, dest_dir(tmp_path, "b"), None)
+    assert a == b
