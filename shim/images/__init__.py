@@ -1,4 +1,4 @@
-"""The image service: pulls (skopeo), blob store, layer snapshots, overlay rootfs mounts."""
+"""The image service: pulls (in-process registry client), blobs, snapshots, rootfs mounts."""
 
 from shim.images.manager import FsInfo, ImageManager
 from shim.images.manifest import ImageConfig

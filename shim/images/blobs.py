@@ -34,7 +34,7 @@ def _hex(digest: str) -> str:
 
 class BlobStore:
     def __init__(self, root: str) -> None:
-        self.root = root  # the shared blob dir skopeo gets
+        self.root = root
         self.dir = os.path.join(root, "sha256")
 
     def ensure(self) -> None:

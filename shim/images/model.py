@@ -33,7 +33,7 @@ class Image:
     created_at: int = 0  # ns, when pulled
     manifest_digest: str = ""  # the platform manifest at the registry
     manifest_media_type: str = ""
-    stored_manifest: str = ""  # the manifest blob skopeo wrote (OCI form)
+    stored_manifest: str = ""  # the manifest blob as stored (before ad8ac56: skopeo's OCI copy)
     config_blob: str = ""  # config blob in the blob store (differs from id if converted)
     layers: tuple[Layer, ...] = ()
     config: ImageConfig = field(default_factory=ImageConfig)
