@@ -221,17 +221,28 @@ class Client:
     def __init__(self, certs_dirs: Sequence[str] = CERTS_DIRS) -> None:
         self.certs_dirs = tuple(certs_dirs)
         self._schemes: dict[str, str] = {}
+        self._tls: dict[tuple[str, bool], tuple[tuple[tuple[str, int], ...], ssl.SSLContext]] = {}
         self._lock = threading.Lock()
 
     def session(self, endpoint: Endpoint, login: Login, timeout: float) -> Session:
         return Session(self, endpoint, login, timeout)
 
     def tls(self, domain: str, verify: bool) -> ssl.SSLContext:
-        for d in self.certs_dirs:
-            p = os.path.join(d, domain)
-            if os.path.isdir(p):
-                return _tls_context(p, verify)
-        return _tls_context(None, verify)
+        """The TLS context for a registry, cached (loading the system CAs costs ~10 ms)
+        until its certs.d directory changes."""
+        host_dir = next((p for d in self.certs_dirs
+                         if os.path.isdir(p := os.path.join(d, domain))), None)
+        stamp = tuple((e.name, e.stat().st_mtime_ns) for e in os.scandir(host_dir)) \
+            if host_dir else ()
+        key = (domain, verify)
+        with self._lock:
+            cached = self._tls.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ctx = _tls_context(host_dir, verify)
+        with self._lock:
+            self._tls[key] = (stamp, ctx)
+        return ctx
 
     def known_scheme(self, domain: str) -> str | None:
         with self._lock:
