@@ -615,8 +615,18 @@ def _io_error(e: BaseException, domain: str, timeout: float) -> Exception:
     """A socket/TLS/HTTP failure → Stalled or RegistryError(Unavailable) with a clear text."""
     if isinstance(e, TimeoutError):
         return Stalled(timeout)
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return RegistryError(
+            errors.Unavailable,
+            f"{domain}: x509: certificate not trusted: {e.verify_message or e.reason} (a "
+            f"private CA goes in <images.certs_dirs>/{domain}/*.crt)")
     if isinstance(e, ssl.SSLError):
         reason = (e.reason or "").upper()
+        if "ALERT_BAD_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason:
+            return RegistryError(
+                errors.Unavailable,
+                f"{domain}: TLS: the registry refused the client certificate or wants one "
+                f"({e.reason}; put it in <images.certs_dirs>/{domain}/*.cert and *.key)")
         if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or \
                 "PACKET_LENGTH_TOO_LONG" in reason or "HTTP_REQUEST" in reason:
             return RegistryError(
@@ -625,8 +635,6 @@ def _io_error(e: BaseException, domain: str, timeout: float) -> Exception:
                 "registry must be listed in images.insecure_registries or be insecure in "
                 "registries.conf)")
         return RegistryError(errors.Unavailable, f"{domain}: TLS: {e.reason or e}")
-    if isinstance(e, ssl.CertificateError):
-        return RegistryError(errors.Unavailable, f"{domain}: x509: {e}")
     if isinstance(e, socket.gaierror):
         return RegistryError(errors.Unavailable, f"{domain}: no such host ({e.strerror})")
     if isinstance(e, ConnectionRefusedError):

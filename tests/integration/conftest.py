@@ -9,7 +9,9 @@ Registry and images (session scope):
                        .digest_ref(name), .images[name] (PushedImage), .server.
 Per test:
     registry_factory   start extra registries: registry_factory(auth=("u", "p")) ->
-                       tests.rig.registry.RegistryServer (stopped after the test).
+                       tests.rig.registry.RegistryServer (stopped after the test);
+                       tls=(cert, key) for https, client_ca=ca to demand client certs
+                       (tests.rig.tlscerts makes them).
 """
 
 from __future__ import annotations
@@ -43,8 +45,11 @@ def registry(
 def registry_factory(tmp_path: Path) -> Iterator[Callable[..., RegistryServer]]:
     started: list[RegistryServer] = []
 
-    def make(*, auth: tuple[str, str] | None = None, port: int | None = 0) -> RegistryServer:
-        server = RegistryServer(tmp_path / f"registry-{len(started)}", auth=auth, port=port)
+    def make(*, auth: tuple[str, str] | None = None, port: int | None = 0,
+             tls: tuple[Path, Path] | None = None,
+             client_ca: Path | None = None) -> RegistryServer:
+        server = RegistryServer(tmp_path / f"registry-{len(started)}", auth=auth, port=port,
+                                tls=tls, client_ca=client_ca)
         started.append(server)
         return server.start()
 

@@ -135,6 +135,7 @@ def daemon_config(
     auth_file: str = "",
     pause_image: str = "",
     progress_timeout: float | None = None,
+    certs_dirs: list[str] | None = None,
 ) -> str:
     images: dict[str, object] = {}
     if insecure:
@@ -149,6 +150,8 @@ def daemon_config(
         images["pause_image"] = pause_image
     if progress_timeout is not None:
         images["pull_progress_timeout_seconds"] = progress_timeout
+    if certs_dirs is not None:
+        images["certs_dirs"] = certs_dirs
     return tomli_w.dumps({"images": images})
 
 

@@ -86,8 +86,10 @@ def push_image(
     repo: str | None = None,
     tag: str = TAG,
     creds: str | None = None,
+    cert_dir: Path | None = None,
 ) -> PushedImage:
-    """Push the layout of image ``name`` to ``host/<repo or name>:tag``."""
+    """Push the layout of image ``name`` to ``host/<repo or name>:tag``. TLS is never
+    verified; ``cert_dir`` (``*.cert`` + ``*.key``) gives skopeo a client certificate."""
     cache = cache_dir or images_dir()
     layout = layout_path(name, cache)
     if not (layout / "index.json").is_file():
@@ -100,6 +102,8 @@ def push_image(
             "--dest-tls-verify=false", "--digestfile", str(digestfile),
         ]
         cmd += ["--dest-creds", creds] if creds else ["--dest-no-creds"]
+        if cert_dir is not None:
+            cmd += ["--dest-cert-dir", str(cert_dir)]
         cmd += [f"oci:{layout}:{TAG}", f"docker://{dest}"]
         with _shared_lock(cache):
             res = subprocess.run(

@@ -1,8 +1,10 @@
 """A real OCI registry for the tests: Debian's docker-registry (distribution 2.x).
 
 It listens on 127.0.0.1 only, keeps its blobs in its own directory, optionally asks for
-basic auth (a bcrypt htpasswd file made with ``htpasswd -B`` from apache2-utils), and
-refuses to start outside a private network namespace (see :mod:`tests.rig.netns`).
+basic auth (a bcrypt htpasswd file made with ``htpasswd -B`` from apache2-utils), optionally
+speaks TLS (``tls=(cert, key)``; with ``client_ca=`` it also demands a client certificate
+signed by that CA; see :mod:`tests.rig.tlscerts`), and refuses to start outside a private
+network namespace (see :mod:`tests.rig.netns`).
 
     with RegistryServer(tmp_path / "reg", auth=("alice", "s3cret")) as reg:
         status = http_get(reg.url + "/v2/").status          # 401
@@ -18,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -51,8 +54,10 @@ def http_get(
     auth: tuple[str, str] | None = None,
     accept: str | None = None,
     timeout: float = 10.0,
+    context: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """GET ``url``; any HTTP status (401 too) is returned, not raised."""
+    """GET ``url``; any HTTP status (401 too) is returned, not raised. ``context``: for
+    https URLs (default: Python's, verifying against the system CAs)."""
     req = urllib.request.Request(url, method="GET")
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -60,7 +65,9 @@ def http_get(
     if accept is not None:
         req.add_header("Accept", accept)
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        opener = _OPENER if context is None else urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+        with opener.open(req, timeout=timeout) as resp:
             return HttpResponse(resp.status, dict(resp.headers.items()), resp.read())
     except urllib.error.HTTPError as e:
         return HttpResponse(e.code, dict(e.headers.items()), e.read())
@@ -98,7 +105,18 @@ def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
     path.chmod(0o600)
 
 
-def _config_yaml(storage: Path, addr: str, htpasswd: Path | None) -> str:
+def _config_yaml(storage: Path, addr: str, htpasswd: Path | None,
+                 tls: tuple[Path, Path] | None = None, client_ca: Path | None = None) -> str:
+    tls_yaml = ""
+    if tls is not None:
+        tls_yaml = f"""  tls:
+    certificate: {tls[0]}
+    key: {tls[1]}
+"""
+        if client_ca is not None:
+            tls_yaml += f"""    clientcas:
+      - {client_ca}
+"""
     auth = ""
     if htpasswd is not None:
         auth = f"""auth:
@@ -128,7 +146,7 @@ http:
   secret: {secrets.token_hex(16)}
   headers:
     X-Content-Type-Options: [nosniff]
-{auth}"""
+{tls_yaml}{auth}"""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -146,6 +164,8 @@ class RegistryServer:
     workdir: Path
     auth: tuple[str, str] | None = None
     port: int | None = None  # None: 5000 if free, else any free port
+    tls: tuple[Path, Path] | None = None  # (certificate, key): https instead of http
+    client_ca: Path | None = None  # with tls: client certificates signed by this CA required
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -157,7 +177,7 @@ class RegistryServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def log_path(self) -> Path:
@@ -178,6 +198,8 @@ class RegistryServer:
         assert_private_netns()
         if self.proc is not None:
             raise RuntimeError("registry already started")
+        if self.client_ca is not None and self.tls is None:
+            raise ValueError("client_ca needs tls")
         if not os.access(REGISTRY_BIN, os.X_OK):
             raise RuntimeError(
                 f"{REGISTRY_BIN} not found (apt package docker-registry; scripts/install-deps.sh)"
@@ -191,7 +213,12 @@ class RegistryServer:
             write_htpasswd(htpasswd, {self.auth[0]: self.auth[1]})
         self.port = free_port(self.port if self.port is not None else PREFERRED_PORT)
         config = self.workdir / "config.yml"
-        config.write_text(_config_yaml(storage, self.host, htpasswd))
+        config.write_text(_config_yaml(storage, self.host, htpasswd, self.tls, self.client_ca))
+        probe_ctx = None
+        if self.tls is not None:  # readiness only: the probe neither verifies nor is verified
+            probe_ctx = ssl.create_default_context()
+            probe_ctx.check_hostname = False
+            probe_ctx.verify_mode = ssl.CERT_NONE
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [REGISTRY_BIN, "serve", str(config)],
@@ -205,9 +232,14 @@ class RegistryServer:
                 self.proc = None
                 raise RuntimeError(f"docker-registry exited with {rc}:\n{self.log_tail()}")
             try:
-                status = http_get(self.url + "/v2/", timeout=2).status
-                if status in (200, 401):
-                    return self
+                if self.client_ca is not None:
+                    # without a client certificate only the handshake can be seen to work
+                    if self._tls_listening():
+                        return self
+                else:
+                    status = http_get(self.url + "/v2/", timeout=2, context=probe_ctx).status
+                    if status in (200, 401):
+                        return self
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -217,6 +249,21 @@ class RegistryServer:
                     f"{self.log_tail()}"
                 )
             time.sleep(0.05)
+
+    def _tls_listening(self) -> bool:
+        """A TLS handshake (no client certificate) gets an answer: the server is up."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        assert self.port is not None
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as raw, \
+                    ctx.wrap_socket(raw) as tls:
+                return tls.version() is not None
+        except ssl.SSLError:
+            return True  # a TLS alert (e.g. no client certificate under TLS 1.2): it is up
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
