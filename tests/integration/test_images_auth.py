@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.procs import descendants, snapshot
 from shim.cri import api_pb2 as pb
 from tests.integration.images_fixtures import *  # noqa: F403  (fixtures)
 from tests.integration.images_fixtures import (
@@ -64,25 +65,6 @@ def _leaks(d: ImageDaemon, secret: Mapping[str, str] | None = None) -> list[str]
     return found
 
 
-def _process_tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(p.name))
-    out, todo = [], [pid]
-    while todo:
-        q = todo.pop()
-        out.append(q)
-        todo += children.get(q, [])
-    return out
-
-
 @contextmanager
 def _watch_cmdlines(d: ImageDaemon, secret: Callable[[], Mapping[str, str]]
                     ) -> Iterator[list[str]]:
@@ -97,7 +79,7 @@ def _watch_cmdlines(d: ImageDaemon, secret: Callable[[], Mapping[str, str]]
     def sample() -> None:
         while not done.is_set():
             current = secret()
-            for pid in _process_tree(root):
+            for pid in sorted(descendants(snapshot().procs.values(), [root])):
                 for name in ("cmdline", "environ"):
                     try:
                         data = Path(f"/proc/{pid}/{name}").read_bytes()
