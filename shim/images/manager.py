@@ -153,17 +153,18 @@ class ImageManager:
                          dropped=dropped, gc=freed)
 
     def _clean_temp(self) -> int:
+        """Partial downloads (and layouts of versions that pulled with skopeo), temp
+        snapshots, stray files in the blob dir."""
         n = 0
-        for d in (self.tmp,):
-            with contextlib.suppress(FileNotFoundError):
-                for name in os.listdir(d):
-                    p = os.path.join(d, name)
-                    if os.path.isdir(p) and not os.path.islink(p):
-                        shutil.rmtree(p, ignore_errors=True)
-                    else:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(p)
-                    n += 1
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.tmp):
+                p = os.path.join(self.tmp, name)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(p)
+                n += 1
         n += len(self.snapshots.remove_tmp())
         stray = self.blobs.stray_files()
         self.blobs.remove_stray()
@@ -355,7 +356,7 @@ class ImageManager:
 
     # The blocking registry calls run in threads; a cancelled caller aborts the session's
     # connections and waits for the thread, so nothing writes after cleanup.
-    async def _call(self, session: Session, fn: Callable[..., T], *args: Any,
+    async def _call(self, image: str, session: Session, fn: Callable[..., T], *args: Any,
                     pool: concurrent.futures.Executor | None = None) -> T:
         fut = asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         try:
@@ -365,20 +366,18 @@ class ImageManager:
             with contextlib.suppress(BaseException):
                 await fut
             raise
+        except (RegistryError, Stalled, Cancelled) as e:
+            raise self._registry_error(image, e) from None
 
     @staticmethod
-    def _registry_error(image: str, e: BaseException) -> errors.TetherError:
+    def _registry_error(image: str, e: RegistryError | Stalled | Cancelled) -> errors.TetherError:
         if isinstance(e, RegistryError):
             return e.kind(f"pull {image}: {e.text}")
         if isinstance(e, Stalled):
             return errors.DeadlineExceeded(
                 f"pull {image}: no progress for {e.seconds:g}s "
                 "(images.pull_progress_timeout_seconds); cancelled")
-        if isinstance(e, Cancelled):
-            return errors.Unavailable(f"pull {image}: cancelled")
-        if isinstance(e, errors.TetherError):
-            return e
-        raise e
+        return errors.Unavailable(f"pull {image}: cancelled")
 
     def _session(self, image: str, ref: Reference, ep: endpointsmod.Endpoint,
                  creds: authmod.Credentials) -> Session:
@@ -402,11 +401,12 @@ class ImageManager:
         for ep in eps:
             session = self._session(image, ref, ep, creds)
             try:
-                raw, _ = await self._call(session, session.manifest, ref.digest or ref.tag)
+                raw, _ = await self._call(image, session, session.manifest,
+                                          ref.digest or ref.tag)
                 return session, raw
-            except (RegistryError, Stalled, Cancelled) as e:
+            except errors.TetherError as e:
                 session.close()
-                failure = self._registry_error(image, e)
+                failure = e
                 if ep.mirror:
                     self.logger.info("mirror could not serve the image", image=image,
                                      mirror=ep.name, error=failure.message)
@@ -433,10 +433,7 @@ class ImageManager:
                     mdigest = entry.digest
                     have = self.catalog.by_manifest(mdigest)
                     if have is None:
-                        try:
-                            raw, _ = await self._call(session, session.manifest, mdigest)
-                        except (RegistryError, Stalled, Cancelled) as e:
-                            raise self._registry_error(image, e) from None
+                        raw, _ = await self._call(image, session, session.manifest, mdigest)
                         if digest_of(raw) != mdigest:
                             raise errors.Internal(f"pull {image}: platform manifest digest "
                                                   "mismatch")
@@ -523,9 +520,7 @@ class ImageManager:
         data = await asyncio.to_thread(local)
         if data is None:
             try:
-                data = await self._call(session, fetch)
-            except (RegistryError, Stalled, Cancelled) as e:
-                raise self._registry_error(image, e) from None
+                data = await self._call(image, session, fetch)
             except BlobError as e:
                 raise errors.Internal(f"pull {image}: image config: {e}") from None
             metrics.PULL_BYTES.inc(len(data))
@@ -555,8 +550,8 @@ class ImageManager:
 
         async def one(i: int, layer: Layer) -> int:
             async with self._layer_slots:
-                return await self._call(session, self._layer, image, session, i, n, layer,
-                                        pool=self._layer_pool)
+                return await self._call(image, session, self._layer, image, session, i, n,
+                                        layer, pool=self._layer_pool)
 
         tasks = [asyncio.ensure_future(one(i, x)) for i, x in enumerate(layers)
                  if not self.snapshots.exists(x.chain_id)]
@@ -572,7 +567,7 @@ class ImageManager:
             await asyncio.wait(tasks)
         failures = [t.exception() for t in tasks if t.exception() is not None]
         # the cause, not the sessions cancelled because of it
-        failures.sort(key=lambda e: isinstance(e, (Cancelled, errors.Unavailable)))
+        failures.sort(key=lambda e: isinstance(e, errors.Unavailable))
         if failures:
             raise failures[0]  # type: ignore[misc]
         downloaded = sum(t.result() for t in tasks)
@@ -601,8 +596,6 @@ class ImageManager:
             raise errors.Internal(f"{where}: {e}") from None
         except LayerError as e:
             raise errors.InvalidArgument(f"{where}: {e}") from None
-        except (RegistryError, Stalled, Cancelled) as e:
-            raise self._registry_error(image, e) from None
         finally:
             if os.path.exists(tmp):
                 self.snapshots.discard(tmp)

@@ -73,6 +73,9 @@ def test_dropin_adds_a_handler_without_losing_defaults(tmp_path: Path) -> None:
         ('[network]\nplugin_dirs = "/x"\n', "key 'network.plugin_dirs': must be a list"),
         ('[paths]\nroot = "relative"\n', "key 'paths.root': must be an absolute path"),
         ("[metrics]\nenabled = 1\n", "key 'metrics.enabled': must be true or false"),
+        ("[images]\nmax_concurrent_downloads = 0\n",
+         "key 'images.max_concurrent_downloads': must be 1..64"),
+        ('[images]\ncerts_dirs = "/etc/x"\n', "key 'images.certs_dirs': must be a list"),
         ("[runtime.handlers.x]\nroot = '/r'\n", "key 'runtime.handlers.x.path'"),
     ],
 )
