@@ -102,6 +102,8 @@ class ImageManager:
             self.catalog.put(Image.from_record(rec))
         self._flights: SingleFlight[str] = SingleFlight()
         self._fetches: SingleFlight[str] = SingleFlight()
+        # Images pulled at once that share a layer (a common base) fetch it once.
+        self._layer_flights: SingleFlight[int] = SingleFlight()
         self._gc_lock = asyncio.Lock()
         self._meta_lock = asyncio.Lock()
         self._pins: collections.Counter[str] = collections.Counter()
@@ -176,6 +178,7 @@ class ImageManager:
         half."""
         await self._flights.cancel_all()
         await self._fetches.cancel_all()
+        await self._layer_flights.cancel_all()
         self._layer_pool.shutdown(wait=False)
 
     # --- garbage -------------------------------------------------------------------------
@@ -548,10 +551,15 @@ class ImageManager:
         downloaded. The first failure aborts the others."""
         n = len(layers)
 
-        async def one(i: int, layer: Layer) -> int:
+        async def run(i: int, layer: Layer) -> int:
             async with self._layer_slots:
                 return await self._call(image, session, self._layer, image, session, i, n,
                                         layer, pool=self._layer_pool)
+
+        async def one(i: int, layer: Layer) -> int:
+            downloaded, shared = await self._layer_flights.do(
+                layer.chain_id, lambda: run(i, layer))
+            return 0 if shared else downloaded
 
         tasks = [asyncio.ensure_future(one(i, x)) for i, x in enumerate(layers)
                  if not self.snapshots.exists(x.chain_id)]

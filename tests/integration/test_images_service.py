@@ -18,6 +18,7 @@ from tests.integration.images_fixtures import (
     RegistryProxy,
     StartDaemon,
     daemon_config,
+    rootfs_of,
 )
 from tests.rig.images import ImageRegistry
 
@@ -202,3 +203,34 @@ def test_hot_paths_from_memory(tmp_path: Path, start_image_daemon: StartDaemon) 
         stats.append(t2 - t1)
     assert statistics.median(lists) < 0.002, statistics.median(lists)
     assert statistics.median(stats) < 0.002, statistics.median(stats)
+
+
+def test_images_sharing_a_layer_fetch_it_once(
+    registry: ImageRegistry, registry_proxy: RegistryProxy, start_image_daemon: StartDaemon
+) -> None:
+    """busybox and web (busybox's layer + its own) pulled at the same time: the shared base
+    layer is downloaded and unpacked once, and both images are complete."""
+    d = start_image_daemon(daemon_config(insecure=[registry_proxy.host]))
+    refs = [f"{registry_proxy.host}/busybox:latest", f"{registry_proxy.host}/web:latest"]
+    results: dict[str, str] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(refs))
+
+    def pull(ref: str) -> None:
+        start.wait()
+        try:
+            results[ref] = d.pull(ref)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=pull, args=(r,)) for r in refs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    blobs = registry_proxy.blob_requests()
+    assert len(blobs) == len(set(blobs)), blobs  # each blob fetched once
+    with rootfs_of(d, results[refs[1]], d.daemon.base / "c1") as rootfs:
+        assert (rootfs / "bin" / "busybox").is_file()
+        assert (rootfs / "www" / "index.html").is_file()
