@@ -128,7 +128,13 @@ class Config:
 
 
 # Keys that SIGHUP applies without a restart.
-LIVE_KEYS = frozenset({"logging.level", "logging.format"})
+LIVE_KEYS = frozenset({
+    "logging.level", "logging.format",
+    # read by the next pull (images.max_concurrent_downloads sizes a pool: restart)
+    "images.registries_conf", "images.auth_file", "images.insecure_registries",
+    "images.mirrors", "images.pause_image", "images.pull_progress_timeout_seconds",
+    "images.certs_dirs",
+})
 
 
 def _describe(tp: Any) -> str:

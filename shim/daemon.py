@@ -135,8 +135,12 @@ class Daemon:
             self.logger.error("config reload failed; keeping the running config", error=str(e))
             return
         changes = configmod.diff(self.config, new)
+        # registries.conf is re-read even when its path did not change (as CRI-O does)
+        images_changed = self.images.reload(new.images)
+        self.config.images = self.images.cfg
         if not changes:
-            self.logger.info("config reloaded; nothing changed")
+            self.logger.info("config reloaded; nothing changed in tether's config",
+                             registries_conf_changed=images_changed)
             return
         applied = {k: v for k, v in changes.items() if k in configmod.LIVE_KEYS}
         pending = sorted(k for k in changes if k not in configmod.LIVE_KEYS)

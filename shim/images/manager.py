@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shim import errors, log
-from shim.config import Config
+from shim.config import Config, ImagesConfig
 from shim.cri import api_pb2 as pb
 from shim.images import auth as authmod
 from shim.images import endpoints as endpointsmod
@@ -126,6 +127,26 @@ class ImageManager:
         self.blobs.ensure()
         os.makedirs(self.snapshots.root, mode=0o700, exist_ok=True)
         self.snapshots.ensure()
+        self._load_registries()
+        self._ready = True
+
+    def reload(self, cfg: ImagesConfig) -> bool:
+        """SIGHUP: take the new ``[images]`` keys (all but ``max_concurrent_downloads``, which
+        sizes a thread pool: restart) and read registries.conf again, for the next pulls.
+        True if the registries config (file or Tether's mirrors/insecure) changed."""
+        self.cfg = dataclasses.replace(
+            cfg, max_concurrent_downloads=self.cfg.max_concurrent_downloads)
+        self.client.certs_dirs = tuple(self.cfg.certs_dirs)
+        pinned = self._pause_names()
+        if pinned != self._pinned_names:
+            self._pinned_names = pinned
+            for img in self.catalog.images():
+                self.catalog.put(img)  # rebuilds its CRI message with the new pinned flag
+        before = (self._conf, self._regs, self._conf_error)
+        self._load_registries()
+        return (self._conf, self._regs, self._conf_error) != before
+
+    def _load_registries(self) -> None:
         try:
             self._conf = registries.load(self.cfg.registries_conf)
             self._regs = endpointsmod.compile(self._conf, self.cfg.mirrors,
@@ -135,7 +156,6 @@ class ImageManager:
             self._conf = registries.RegistriesConf()
             self._conf_error = str(e)
             self.logger.error("registries config unusable; pulls will fail", error=str(e))
-        self._ready = True
 
     async def reconcile(self) -> None:
         """At daemon start: remove what an interrupted pull or remove left, check records."""

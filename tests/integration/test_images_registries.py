@@ -4,6 +4,9 @@ and the errors kubelet sees when a pull cannot work."""
 from __future__ import annotations
 
 import base64
+import json
+import signal
+import time
 from pathlib import Path
 
 import grpc
@@ -164,3 +167,36 @@ def test_pull_through_proxy(registry: ImageRegistry, start_image_daemon: StartDa
         assert registry.ref("layers") in err.details() and "proxy" in err.details().lower()
     finally:
         proxy.close()
+
+
+def test_sighup_rereads_registries_config(
+    registry: ImageRegistry, start_image_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """An operator edits registries.conf (or Tether's [images] keys) and sends SIGHUP: the
+    next pull uses the new settings, without a restart."""
+    conf = tmp_path / "registries.conf"
+    conf.write_text('unqualified-search-registries = ["docker.io"]\n')
+    d = start_image_daemon(daemon_config(registries_conf=str(conf)))
+    err = d.pull_error(registry.ref("busybox"))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+
+    def reloads() -> list[dict[str, object]]:
+        return [json.loads(x) for x in d.daemon.logs().splitlines() if "config reloaded" in x]
+
+    conf.write_text(f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
+    d.daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while not reloads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reloads()[-1]["registries_conf_changed"] is True
+    assert d.pull(registry.ref("busybox")).startswith("sha256:")
+    # and a key of Tether's own config: the pause image becomes pinned
+    d.daemon.config_path.write_text(daemon_config(
+        registries_conf=str(conf), pause_image=registry.ref("busybox")))
+    d.daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while len(reloads()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reloads()[-1]["applied"] == {
+        "images.pause_image": {"old": "", "new": registry.ref("busybox")}}
+    assert d.status(registry.ref("busybox")).image.pinned
