@@ -27,6 +27,8 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
     ("--log-level", "logging.level", str, "debug, info, warning or error"),
     ("--log-format", "logging.format", str, "auto, json or console"),
     ("--registries-conf", "images.registries_conf", str, "containers-registries.conf path"),
+    ("--registries-conf-dir", "images.registries_conf_dir", str,
+     "containers-registries.conf.d drop-in directory"),
 )
 
 

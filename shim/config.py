@@ -82,6 +82,9 @@ class NetworkConfig:
 class ImagesConfig:
     # containers-registries.conf(5) v2 file; "" means built-in defaults (docker.io search).
     registries_conf: str = ""
+    # containers-registries.conf.d(5) drop-ins (*.conf) read after it, e.g.
+    # /etc/containers/registries.conf.d; "" reads none.
+    registries_conf_dir: str = ""
     # auth.json-format credentials used when a PullImage request carries none.
     auth_file: str = ""
     insecure_registries: list[str] = field(default_factory=list)
@@ -131,9 +134,9 @@ class Config:
 LIVE_KEYS = frozenset({
     "logging.level", "logging.format",
     # read by the next pull (images.max_concurrent_downloads sizes a pool: restart)
-    "images.registries_conf", "images.auth_file", "images.insecure_registries",
-    "images.mirrors", "images.pause_image", "images.pull_progress_timeout_seconds",
-    "images.certs_dirs",
+    "images.registries_conf", "images.registries_conf_dir", "images.auth_file",
+    "images.insecure_registries", "images.mirrors", "images.pause_image",
+    "images.pull_progress_timeout_seconds", "images.certs_dirs",
 })
 
 

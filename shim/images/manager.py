@@ -148,7 +148,8 @@ class ImageManager:
 
     def _load_registries(self) -> None:
         try:
-            self._conf = registries.load(self.cfg.registries_conf)
+            self._conf = registries.load(self.cfg.registries_conf,
+                                         self.cfg.registries_conf_dir)
             self._regs = endpointsmod.compile(self._conf, self.cfg.mirrors,
                                               self.cfg.insecure_registries)
             self._conf_error = None

@@ -10,6 +10,7 @@ them, so a bad file fails when it is loaded.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,15 +64,28 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def parse_text(text: str, path: str = "<registries.conf>") -> RegistriesConf:
+def _toml(text: str, path: str) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RegistriesConfError(f"{path}: not valid TOML: {e}") from e
+
+
+def _main_doc(text: str, path: str) -> dict[str, Any]:
+    """The main file as a v2 document (a v1 file is converted)."""
+    doc = _toml(text, path)
     try:
-        doc = _v1_to_v2(doc)
+        return _v1_to_v2(doc)
     except RegistriesConfError as e:
         raise RegistriesConfError(f"{path}: {e}") from e
+
+
+def parse_text(text: str, path: str = "<registries.conf>") -> RegistriesConf:
+    return _from_doc(_main_doc(text, path), path)
+
+
+def _from_doc(doc: dict[str, Any], path: str) -> RegistriesConf:
+    """Check a v2 document and make it a RegistriesConf; errors name ``path``."""
     search = doc.get("unqualified-search-registries")
     if search is not None and (
         not isinstance(search, list) or not all(isinstance(s, str) for s in search)
@@ -110,16 +124,61 @@ def parse_text(text: str, path: str = "<registries.conf>") -> RegistriesConf:
     return conf
 
 
-def load(path: str) -> RegistriesConf:
-    """The file at ``path``; ``""`` gives the built-in defaults (search docker.io only)."""
-    if not path:
-        return RegistriesConf()
+def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise RegistriesConfError(f"{path}: cannot read: {e.strerror}") from e
-    return parse_text(text, path)
+
+
+def _merge_dropin(doc: dict[str, Any], dropin: dict[str, Any], path: str) -> None:
+    """containers-registries.conf.d(5): keys a drop-in sets replace the earlier value;
+    ``[[registry]]`` tables replace the one with the same prefix, others are added; aliases
+    are merged name by name."""
+    if "registries" in dropin:
+        raise RegistriesConfError(f"{path}: drop-ins must use the version 2 format")
+    for key, value in dropin.items():
+        if key == "registry" and isinstance(value, list):
+            merged = list(doc.get("registry", []))
+            for entry in value:
+                if not isinstance(entry, Mapping):
+                    raise RegistriesConfError(f"{path}: [[registry]] must be an array of tables")
+                key_of = entry.get("prefix") or entry.get("location")
+                merged = [e for e in merged
+                          if not isinstance(e, Mapping)
+                          or (e.get("prefix") or e.get("location")) != key_of]
+                merged.append(dict(entry))
+            doc["registry"] = merged
+        elif key == "aliases" and isinstance(value, Mapping) and isinstance(
+                doc.get("aliases"), Mapping):
+            doc["aliases"] = {**doc["aliases"], **value}
+        else:
+            doc[key] = value
+
+
+def load(path: str, dropin_dir: str = "") -> RegistriesConf:
+    """The file at ``path`` and then the ``*.conf`` files of ``dropin_dir`` in lexical order;
+    ``""`` for both gives the built-in defaults (search docker.io only)."""
+    if not path and not dropin_dir:
+        return RegistriesConf()
+    doc: dict[str, Any] = {}
+    names = [path] if path else []
+    if path:
+        doc = _main_doc(_read(path), path)
+    if dropin_dir:
+        try:
+            files = sorted(n for n in os.listdir(dropin_dir) if n.endswith(".conf"))
+        except FileNotFoundError:
+            files = []
+        except OSError as e:
+            raise RegistriesConfError(f"{dropin_dir}: cannot read: {e.strerror}") from e
+        for n in files:
+            p = os.path.join(dropin_dir, n)
+            if os.path.isfile(p):
+                _merge_dropin(doc, _toml(_read(p), p), p)
+                names.append(p)
+    return _from_doc(doc, " + ".join(names) if names else dropin_dir)
 
 
 def candidates(conf: RegistriesConf, parsed: ParsedName) -> list[Reference]:

@@ -132,6 +132,7 @@ def daemon_config(
     insecure: list[str] | None = None,
     mirrors: dict[str, list[str]] | None = None,
     registries_conf: str = "",
+    registries_conf_dir: str = "",
     auth_file: str = "",
     pause_image: str = "",
     progress_timeout: float | None = None,
@@ -144,6 +145,8 @@ def daemon_config(
         images["mirrors"] = mirrors
     if registries_conf:
         images["registries_conf"] = registries_conf
+    if registries_conf_dir:
+        images["registries_conf_dir"] = registries_conf_dir
     if auth_file:
         images["auth_file"] = auth_file
     if pause_image:

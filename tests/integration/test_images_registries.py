@@ -200,3 +200,24 @@ def test_sighup_rereads_registries_config(
     assert reloads()[-1]["applied"] == {
         "images.pause_image": {"old": "", "new": registry.ref("busybox")}}
     assert d.status(registry.ref("busybox")).image.pinned
+
+
+def test_registries_conf_dropins(
+    registry: ImageRegistry, docker_hub_mirror: PushedImage, start_image_daemon: StartDaemon,
+    tmp_path: Path,
+) -> None:
+    """A drop-in in images.registries_conf_dir adds a mirror for docker.io (as packages and
+    operators drop files into /etc/containers/registries.conf.d)."""
+    conf = tmp_path / "registries.conf"
+    conf.write_text('unqualified-search-registries = ["docker.io"]\n')
+    dropins = tmp_path / "registries.conf.d"
+    dropins.mkdir()
+    (dropins / "50-mirror.conf").write_text(
+        '[[registry]]\nlocation = "docker.io"\n'
+        f'[[registry.mirror]]\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    d = start_image_daemon(daemon_config(registries_conf=str(conf),
+                                         registries_conf_dir=str(dropins)))
+    d.pull("busybox")
+    assert list(d.status("busybox").image.repo_digests) == [
+        f"docker.io/library/busybox@{docker_hub_mirror.digest}"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shim.images import registries as r
@@ -71,3 +73,46 @@ def test_registry_tables_are_validated_at_load() -> None:
         )
     with pytest.raises(r.RegistriesConfError, match=r"/etc/x\.conf"):
         r.parse_text('[registries.insecure]\nregistries = ["http://a.io"]\n', "/etc/x.conf")
+
+
+def test_dropins_merge_in_lexical_order(tmp_path: Path) -> None:
+    """containers-registries.conf.d(5): a key a drop-in sets replaces the earlier value,
+    [[registry]] tables with the same prefix are replaced and new ones added, aliases merge;
+    only *.conf files count."""
+    main = tmp_path / "registries.conf"
+    main.write_text(
+        'unqualified-search-registries = ["a.io"]\n'
+        '[aliases]\n"x" = "a.io/x"\n"y" = "a.io/y"\n'
+        '[[registry]]\nlocation = "a.io"\ninsecure = true\n'
+        '[[registry]]\nlocation = "b.io"\n'
+    )
+    d = tmp_path / "registries.conf.d"
+    d.mkdir()
+    (d / "20-later.conf").write_text('unqualified-search-registries = ["c.io", "a.io"]\n')
+    (d / "10-first.conf").write_text(
+        '[aliases]\n"y" = "b.io/y"\n'
+        '[[registry]]\nlocation = "a.io"\nblocked = true\n'
+        '[[registry]]\nlocation = "d.io"\n'
+    )
+    (d / "ignored.txt").write_text("not toml [[[")
+    conf = r.load(str(main), str(d))
+    assert conf.search == ("c.io", "a.io")
+    assert dict(conf.aliases) == {"x": "a.io/x", "y": "b.io/y"}
+    regs = {e["location"]: dict(e) for e in conf.doc["registry"]}
+    assert regs["a.io"] == {"location": "a.io", "blocked": True}  # replaced, not merged
+    assert set(regs) == {"a.io", "b.io", "d.io"}
+    assert "10-first.conf" in conf.path and "20-later.conf" in conf.path
+
+
+def test_dropin_errors_name_the_dropin(tmp_path: Path) -> None:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    (d / "50-v1.conf").write_text('[registries.search]\nregistries = ["a.io"]\n')
+    with pytest.raises(r.RegistriesConfError,
+                       match=r"50-v1\.conf: drop-ins must use the version 2"):
+        r.load("", str(d))
+    (d / "50-v1.conf").write_text("[[registry]\n")
+    with pytest.raises(r.RegistriesConfError, match=r"50-v1\.conf: not valid TOML"):
+        r.load("", str(d))
+    # a missing drop-in dir is no error (nothing to add)
+    assert r.load("", str(tmp_path / "absent")).search is None
