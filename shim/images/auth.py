@@ -1,5 +1,6 @@
 """Registry credentials: a PullImageRequest's AuthConfig and the global auth.json, merged
-into the :class:`Login` the registry client uses for one endpoint.
+into the :class:`Login` the registry client uses for one endpoint (auth.json entries, or a
+docker-credential helper it names).
 
 They stay in the daemon's memory: never on a command line, in a file, the store or a log line.
 """
@@ -9,11 +10,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shim.images.distribution import Login
+
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class AuthError(ValueError):
@@ -64,19 +69,65 @@ def _server_key(address: str) -> str:
     return f"{host}/{rest}"
 
 
-def load_auth_file(path: str) -> dict[str, Any]:
-    """The ``auths`` table of an auth.json (or Docker config.json); {} when absent."""
+@dataclass(frozen=True)
+class AuthFile:
+    """What a pull needs of an auth.json (or Docker config.json)."""
+
+    auths: Mapping[str, Any] = field(default_factory=dict)
+    cred_helpers: Mapping[str, str] = field(default_factory=dict)  # host -> helper name
+    creds_store: str = ""  # the helper for every other registry
+
+
+def load_auth_file(path: str) -> AuthFile:
+    """``auths``, ``credHelpers`` and ``credsStore`` of the file; empty when absent."""
     if not path:
-        return {}
+        return AuthFile()
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except FileNotFoundError:
-        return {}
+        return AuthFile()
     except (OSError, ValueError) as e:
         raise AuthError(f"auth file {path} cannot be read: {type(e).__name__}") from None
-    auths = doc.get("auths", {}) if isinstance(doc, dict) else {}
-    return dict(auths) if isinstance(auths, Mapping) else {}
+    if not isinstance(doc, dict):
+        return AuthFile()
+
+    def table(key: str) -> dict[str, Any]:
+        value = doc.get(key, {})
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    helpers = {_server_key(k): v for k, v in table("credHelpers").items() if isinstance(v, str)}
+    store = doc.get("credsStore", "")
+    for name in (*helpers.values(), store):
+        if name and not _HELPER_NAME.fullmatch(name):
+            raise AuthError(f"auth file {path}: bad credential helper name {name!r}")
+    return AuthFile(table("auths"), helpers, store if isinstance(store, str) else "")
+
+
+def run_helper(helper: str, host: str, timeout: float = 30.0) -> Login:
+    """``docker-credential-<helper> get`` for ``host`` (the docker-credential-helpers
+    protocol: the server on stdin, ``{"Username", "Secret"}`` on stdout; the user
+    ``<token>`` means the secret is an identity token)."""
+    try:
+        out = subprocess.run([f"docker-credential-{helper}", "get"], input=host.encode(),
+                             capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise AuthError(f"credential helper docker-credential-{helper}: {type(e).__name__}") \
+            from None
+    if out.returncode != 0:
+        text = out.stdout.decode(errors="replace").strip()
+        if "credentials not found" in text.lower():
+            return Login()
+        raise AuthError(f"credential helper docker-credential-{helper} failed "
+                        f"(exit {out.returncode})")
+    try:
+        doc = json.loads(out.stdout)
+        user, secret = str(doc.get("Username", "")), str(doc.get("Secret", ""))
+    except (ValueError, AttributeError):
+        raise AuthError(f"credential helper docker-credential-{helper}: not JSON") from None
+    if user == "<token>":
+        return Login(identity_token=secret)
+    return Login(user, secret)
 
 
 def _decode_auth(value: str, where: str) -> tuple[str, str]:
@@ -102,13 +153,14 @@ def _file_login(entry: Any, key: str) -> Login:
                  str(entry.get("registrytoken", "") or ""))
 
 
-def login_for(name: str, primary: str, creds: Credentials,
-              global_auths: Mapping[str, Any]) -> Login:
+def login_for(name: str, primary: str, creds: Credentials, auth_file: AuthFile,
+              helper: Callable[[str, str], Login] = run_helper) -> Login:
     """Credentials for the repository ``name`` (``host/path`` of the endpoint tried).
 
     The request's credentials apply to the image's own registry ``primary`` (and to their
-    ``server_address``); otherwise the auth file's most specific key wins, as in
-    containers-auth.json(5): ``host/ns/repo``, ``host/ns``, ``host``.
+    ``server_address``); otherwise, as in containers-auth.json(5): the registry's
+    ``credHelpers`` entry, then the most specific ``auths`` key (``host/ns/repo``,
+    ``host/ns``, ``host``), then the ``credsStore`` helper.
     """
     host = name.split("/", 1)[0]
     if not creds.empty:
@@ -117,10 +169,14 @@ def login_for(name: str, primary: str, creds: Credentials,
             targets.add(_server_key(creds.server_address))
         if host in targets:
             return creds.login()
-    auths = {_server_key(k): v for k, v in global_auths.items()}
+    if host in auth_file.cred_helpers:
+        return helper(auth_file.cred_helpers[host], host)
+    auths = {_server_key(k): v for k, v in auth_file.auths.items()}
     parts = name.split("/")
     for i in range(len(parts), 0, -1):
         key = "/".join(parts[:i])
         if key in auths:
             return _file_login(auths[key], key)
+    if auth_file.creds_store:
+        return helper(auth_file.creds_store, host)
     return Login()

@@ -37,7 +37,14 @@ from shim.images import endpoints as endpointsmod
 from shim.images import metrics, registries
 from shim.images.blobs import BlobError, BlobStore, Download
 from shim.images.catalog import Catalog
-from shim.images.distribution import Cancelled, Client, RegistryError, Session, Stalled
+from shim.images.distribution import (
+    Cancelled,
+    Client,
+    Login,
+    RegistryError,
+    Session,
+    Stalled,
+)
 from shim.images.fsusage import Usage, measure
 from shim.images.manifest import (
     ConfigBlob,
@@ -403,14 +410,17 @@ class ImageManager:
                 "(images.pull_progress_timeout_seconds); cancelled")
         return errors.Unavailable(f"pull {image}: cancelled")
 
-    def _session(self, image: str, ref: Reference, ep: endpointsmod.Endpoint,
-                 creds: authmod.Credentials) -> Session:
+    async def _session(self, image: str, ref: Reference, ep: endpointsmod.Endpoint,
+                       creds: authmod.Credentials) -> Session:
+        def login() -> Login:  # reads the auth file, may run a credential helper
+            auth_file = authmod.load_auth_file(self.cfg.auth_file)
+            return authmod.login_for(ep.name, ref.domain, creds, auth_file)
+
         try:
-            global_auths = authmod.load_auth_file(self.cfg.auth_file)
-            login = authmod.login_for(ep.name, ref.domain, creds, global_auths)
+            found = await asyncio.to_thread(login)
         except authmod.AuthError as e:
             raise errors.InvalidArgument(f"pull {image}: {e}") from None
-        return self.client.session(ep, login, self.cfg.pull_progress_timeout_seconds)
+        return self.client.session(ep, found, self.cfg.pull_progress_timeout_seconds)
 
     async def _open(self, image: str, ref: Reference,
                     creds: authmod.Credentials) -> tuple[Session, bytes]:
@@ -423,7 +433,7 @@ class ImageManager:
             raise errors.InvalidArgument(f"pull {image}: registries config: {e}") from None
         failure: errors.TetherError | None = None
         for ep in eps:
-            session = self._session(image, ref, ep, creds)
+            session = await self._session(image, ref, ep, creds)
             try:
                 raw, _ = await self._call(image, session, session.manifest,
                                           ref.digest or ref.tag)

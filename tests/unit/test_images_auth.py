@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shim.images.auth import AuthError, Credentials, _server_key, load_auth_file, login_for
+from shim.images.auth import (
+    AuthError,
+    AuthFile,
+    Credentials,
+    _server_key,
+    load_auth_file,
+    run_helper,
+)
+from shim.images.auth import login_for as _login_for
 from shim.images.distribution import Login
 
+
+def login_for(name: str, primary: str, creds: Credentials, auths: dict[str, Any]) -> Login:
+    """The auth file given as its ``auths`` table (no helpers)."""
+    return _login_for(name, primary, creds, AuthFile(auths))
 
 def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
@@ -177,20 +190,77 @@ def test_server_key() -> None:
 
 # --- load_auth_file --------------------------------------------------------------------------
 def test_load_auth_file(tmp_path: Path) -> None:
-    assert load_auth_file("") == {}
-    assert load_auth_file(str(tmp_path / "missing.json")) == {}
+    assert load_auth_file("").auths == {}
+    assert load_auth_file(str(tmp_path / "missing.json")).auths == {}
     p = tmp_path / "a.json"
     p.write_text('{"auths": {"r": {"auth": "x"}}}')
-    assert load_auth_file(str(p)) == {"r": {"auth": "x"}}
+    assert load_auth_file(str(p)).auths == {"r": {"auth": "x"}}
     p.write_text('{"credHelpers": {}}')
-    assert load_auth_file(str(p)) == {}
+    assert load_auth_file(str(p)).auths == {}
     p.write_text('{"auths": []}')
-    assert load_auth_file(str(p)) == {}
+    assert load_auth_file(str(p)).auths == {}
     p.write_text("[1, 2]")
-    assert load_auth_file(str(p)) == {}
+    assert load_auth_file(str(p)).auths == {}
     p.write_text('{broken "SECRET"')
     with pytest.raises(AuthError) as e:
         load_auth_file(str(p))
     assert "SECRET" not in str(e.value)
     with pytest.raises(AuthError):
         load_auth_file(str(tmp_path))  # a directory
+
+
+# --- credential helpers ----------------------------------------------------------------------
+@pytest.fixture
+def helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fake docker-credential-* programs on PATH: ``good`` answers for r.io, ``token`` gives
+    an identity token, ``none`` has nothing, ``broken`` fails; each logs the host it got."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    scripts = {
+        "good": 'read h; echo "$h" >> LOG; '
+                'echo "{\\"ServerURL\\":\\"$h\\",\\"Username\\":\\"hu\\",\\"Secret\\":\\"hs\\"}"',
+        "token": 'read h; echo "{\\"Username\\":\\"<token>\\",\\"Secret\\":\\"idt\\"}"',
+        "none": "read h; echo 'credentials not found in native keychain'; exit 1",
+        "broken": "read h; echo oops >&2; exit 3",
+    }
+    for name, body in scripts.items():
+        p = bindir / f"docker-credential-{name}"
+        p.write_text("#!/bin/sh\n" + body.replace("LOG", str(tmp_path / "log")) + "\n")
+        p.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    return tmp_path
+
+
+def test_cred_helpers_and_store(helpers: Path) -> None:
+    none = Credentials()
+    af = AuthFile(auths={"a.io": {"auth": base64.b64encode(b"fu:fp").decode()}},
+                  cred_helpers={"r.io": "good", "t.io": "token", "n.io": "none",
+                                "a.io": "good"},
+                  creds_store="token")
+    assert creds_of(_login_for("r.io/ns/img", "r.io", none, af)) == ("hu", "hs", "", "")
+    assert (helpers / "log").read_text() == "r.io\n"  # the host, on stdin
+    assert creds_of(_login_for("t.io/img", "t.io", none, af)) == ("", "", "idt", "")
+    assert _login_for("n.io/img", "n.io", none, af) == Login()
+    # credHelpers wins over auths for its registry; credsStore serves the rest
+    assert creds_of(_login_for("a.io/img", "a.io", none, af)) == ("hu", "hs", "", "")
+    assert creds_of(_login_for("z.io/img", "z.io", none, af)) == ("", "", "idt", "")
+    # request credentials still win for the image's own registry
+    req = Credentials(username="u", password="p")
+    assert creds_of(_login_for("r.io/img", "r.io", req, af)) == ("u", "p", "", "")
+
+
+def test_cred_helper_failures(helpers: Path) -> None:
+    with pytest.raises(AuthError, match="docker-credential-broken failed"):
+        run_helper("broken", "r.io")
+    with pytest.raises(AuthError, match="docker-credential-absent"):
+        run_helper("absent", "r.io")
+
+
+def test_auth_file_helpers(tmp_path: Path) -> None:
+    p = tmp_path / "auth.json"
+    p.write_text('{"auths": {}, "credHelpers": {"https://r.io": "good"}, "credsStore": "x"}')
+    af = load_auth_file(str(p))
+    assert af.cred_helpers == {"r.io": "good"} and af.creds_store == "x"
+    p.write_text('{"credHelpers": {"r.io": "../../bin/sh"}}')
+    with pytest.raises(AuthError, match="bad credential helper name"):
+        load_auth_file(str(p))
