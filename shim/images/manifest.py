@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform as _platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,14 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_digest(text: str) -> bool:
+    """``sha256:`` and 64 lowercase hex digits: the only digests stored or used as paths."""
+    return _DIGEST.fullmatch(text) is not None
+
+
 @dataclass(frozen=True)
 class Descriptor:
     media_type: str
@@ -70,7 +79,7 @@ class Descriptor:
     def from_json(cls, d: Any, what: str) -> Descriptor:
         if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
             raise ManifestError(f"{what}: descriptor without a digest")
-        if not d["digest"].startswith("sha256:") or len(d["digest"]) != 71:
+        if not is_digest(d["digest"]):
             raise ManifestError(f"{what}: unsupported digest {d['digest']!r}")
         size = d.get("size", 0)
         if not isinstance(size, int) or size < 0:
@@ -267,7 +276,7 @@ class ConfigBlob:
             raise ManifestError("image config without rootfs")
         diff_ids = _strs(rootfs.get("diff_ids"), "rootfs.diff_ids")
         for d in diff_ids:
-            if not d.startswith("sha256:") or len(d) != 71:
+            if not is_digest(d):  # it names a snapshot directory (the first chain id)
                 raise ManifestError(f"image config: unsupported diff_id {d!r}")
         c = doc.get("config") or {}
         if not isinstance(c, dict):

@@ -20,6 +20,7 @@ import secrets
 import shutil
 
 from shim import errors
+from shim.images.manifest import is_digest
 
 TMP_PREFIX = ".tmp-"
 EMPTY = "empty"  # lower dir of an image without layers
@@ -29,6 +30,10 @@ MAX_OPTIONS = 4000
 
 
 def _hex(chain_id: str) -> str:
+    """The directory name of a chain id; anything but a sha256 digest is refused, as it
+    would name a path outside the snapshot root."""
+    if not is_digest(chain_id):
+        raise ValueError(f"not a sha256 chain id: {chain_id!r}")
     return chain_id.removeprefix("sha256:")
 
 
@@ -57,7 +62,7 @@ class SnapshotStore:
             names = os.listdir(self.root)
         except FileNotFoundError:
             return set()
-        return {f"sha256:{n}" for n in names if len(n) == 64 and not n.startswith(".")}
+        return {f"sha256:{n}" for n in names if is_digest(f"sha256:{n}")}
 
     def new_tmp(self, chain_id: str) -> str:
         """A fresh temp snapshot dir (its ``fs`` made); fill it, then :meth:`commit`."""

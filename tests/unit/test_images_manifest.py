@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from shim.images import manifest as m
+from shim.images.snapshots import SnapshotStore
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
 
@@ -99,3 +101,21 @@ def test_chain_ids() -> None:
 ])
 def test_user_ids(user: str, want: tuple[int | None, str]) -> None:
     assert m.user_ids(user) == want
+
+
+def test_digests_that_would_name_paths_are_refused(tmp_path: Path) -> None:
+    """A digest or diff_id becomes a directory name (the first chain id is the first
+    diff_id): anything but sha256 + 64 lowercase hex is refused before it reaches a path."""
+    evil = "sha256:" + "/" * 40 + "/sys/fs/cgroup" + "/" * 10  # 71 characters
+    assert len(evil) == 71
+    cfg = {"rootfs": {"type": "layers", "diff_ids": [evil]}, "config": {}}
+    with pytest.raises(m.ManifestError, match="unsupported diff_id"):
+        m.ConfigBlob.parse(json.dumps(cfg).encode())
+    upper = "sha256:" + "A" * 64
+    with pytest.raises(m.ManifestError, match="unsupported digest"):
+        m.Descriptor.from_json({"digest": upper, "size": 1}, "layer")
+    store = SnapshotStore(str(tmp_path))
+    with pytest.raises(ValueError):
+        store.path(evil)
+    (tmp_path / ("x" * 64)).mkdir()
+    assert store.chain_ids() == set()
