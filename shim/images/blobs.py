@@ -122,7 +122,7 @@ class Download:
         self.src: _Source | None = None  # set once the registry answers
         self._hash = hashlib.sha256()
         fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._file = os.fdopen(fd, "wb")  # buffered: write() writes all of it or raises
 
     def read(self, n: int = -1, /) -> bytes:
         assert self.src is not None

@@ -271,7 +271,8 @@ class Session:
         self._live: set[http.client.HTTPConnection] = set()
         self._cancelled = False
         self._closed = False
-        self._scheme = client.known_scheme(endpoint.domain)
+        # A secure registry is always https; what was learnt applies to insecure ones only.
+        self._scheme = client.known_scheme(endpoint.domain) if endpoint.insecure else "https"
         # Until the registry asks, nothing is sent; a registry token needs no round trip.
         self._authorization = f"Bearer {login.registry_token}" if login.registry_token else ""
         self._auth_lock = threading.Lock()
@@ -324,11 +325,13 @@ class Session:
         host, port = split_host(domain)
         proxy = proxy_for(scheme, host)
         target_host, target_port = (proxy.host, proxy.port) if proxy else (host, port)
+        # certs.d is keyed by the registry's name; a token realm or blob store has its own
+        certs_for = self.endpoint.domain if domain == self.host else domain
         conn: http.client.HTTPConnection
         if scheme == "https":
             conn = http.client.HTTPSConnection(
                 target_host, target_port, timeout=self.timeout,
-                context=self.client.tls(self.endpoint.domain, verify))
+                context=self.client.tls(certs_for, verify))
         else:
             conn = http.client.HTTPConnection(target_host, target_port, timeout=self.timeout)
         if proxy:
@@ -344,6 +347,18 @@ class Session:
                 conn = self._connect(self._scheme, self.host, not self.endpoint.insecure)
             self._live.add(conn)
             return conn
+
+    def _dial(self, conn: http.client.HTTPConnection, domain: str) -> None:
+        """Connect now rather than inside ``request()``: a connect timeout means an unreachable
+        registry (Unavailable, so the next search registry is tried), not a stall; and a
+        cancel that came while connecting is seen before any byte is read."""
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except TimeoutError:
+                raise RegistryError(errors.Unavailable,
+                                    f"{domain}: i/o timeout while connecting") from None
+        self._check()
 
     def give_back(self, conn: http.client.HTTPConnection, reusable: bool) -> None:
         with self._lock:
@@ -361,6 +376,7 @@ class Session:
             conn = self._take()
             fresh = conn.sock is None
             try:
+                self._dial(conn, self.host)
                 conn.request("GET", path, headers=dict(headers))
                 return conn, conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -422,7 +438,8 @@ class Session:
             if resp.status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location") or ""
                 self._finish(conn, resp)
-                return self._redirect(location, headers, what)
+                return self._redirect(f"{self._scheme}://{self.host}{path}", location,
+                                      headers, what)
             if 200 <= resp.status < 300:
                 resp.conn = conn  # type: ignore[attr-defined]
                 return resp
@@ -446,10 +463,10 @@ class Session:
         self.give_back(conn, reusable)
         return body if keep else b""
 
-    def _redirect(self, location: str, headers: Mapping[str, str],
+    def _redirect(self, base: str, location: str, headers: Mapping[str, str],
                   what: str) -> http.client.HTTPResponse:
-        """Blob downloads often redirect to storage: follow without our Authorization."""
-        base = f"{self._scheme}://{self.host}/"
+        """Blob downloads often redirect to storage: follow without our Authorization.
+        ``base`` is the URL that answered with ``location`` (which may be relative)."""
         for _ in range(MAX_REDIRECTS):
             url = urllib.parse.urlsplit(urllib.parse.urljoin(base, location))
             same = url.netloc == self.host and url.scheme == self._scheme
@@ -462,6 +479,7 @@ class Session:
                 self._live.add(conn)
             path = url.path + (f"?{url.query}" if url.query else "")
             try:
+                self._dial(conn, url.netloc)
                 conn.request("GET", path, headers=hdrs)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
@@ -519,13 +537,15 @@ class Session:
             self._live.add(conn)
         hdrs = {"User-Agent": USER_AGENT}
         try:
+            self._dial(conn, url.netloc)
             if self.login.identity_token:
                 form = urllib.parse.urlencode({
                     "grant_type": "refresh_token", "refresh_token": self.login.identity_token,
                     "service": service, "scope": scope, "client_id": "tether",
                 })
                 hdrs["Content-Type"] = "application/x-www-form-urlencoded"
-                conn.request("POST", url.path or "/", body=form, headers=hdrs)
+                path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                conn.request("POST", path, body=form, headers=hdrs)
             else:
                 query = urllib.parse.urlencode(
                     [(k, v) for k, v in (("service", service), ("scope", scope)) if v])
@@ -565,6 +585,7 @@ class _Reader:
         self.resp = resp
 
     def read(self, n: int = -1) -> bytes:
+        self.session._check()
         try:
             data = self.resp.read(n if n >= 0 else None)
         except TimeoutError:

@@ -21,6 +21,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -143,7 +144,7 @@ class ImageManager:
         True if the registries config (file or Tether's mirrors/insecure) changed."""
         self.cfg = dataclasses.replace(
             cfg, max_concurrent_downloads=self.cfg.max_concurrent_downloads)
-        self.client.certs_dirs = tuple(self.cfg.certs_dirs)
+        self.client = Client(self.cfg.certs_dirs)  # forgets learnt schemes, cached TLS
         pinned = self._pause_names()
         if pinned != self._pinned_names:
             self._pinned_names = pinned
@@ -588,8 +589,15 @@ class ImageManager:
                                         layer, pool=self._layer_pool)
 
         async def one(i: int, layer: Layer) -> int:
-            downloaded, shared = await self._layer_flights.do(
-                layer.chain_id, lambda: run(i, layer))
+            joined = self._layer_flights.running(layer.chain_id)
+            try:
+                downloaded, shared = await self._layer_flights.do(
+                    layer.chain_id, lambda: run(i, layer))
+            except errors.TetherError:
+                if not joined:
+                    raise
+                # the other pull failed (its own cause, endpoint or credentials): our turn
+                return await run(i, layer)
             return 0 if shared else downloaded
 
         tasks = [asyncio.ensure_future(one(i, x)) for i, x in enumerate(layers)
@@ -635,6 +643,10 @@ class ImageManager:
             raise errors.Internal(f"{where}: {e}") from None
         except LayerError as e:
             raise errors.InvalidArgument(f"{where}: {e}") from None
+        except OSError as e:  # the node's side: a full disk, a read-only store
+            kind = errors.ResourceExhausted if e.errno in (errno.ENOSPC, errno.EDQUOT) \
+                else errors.Internal
+            raise kind(f"{where}: {e.strerror or e}") from None
         finally:
             if os.path.exists(tmp):
                 self.snapshots.discard(tmp)

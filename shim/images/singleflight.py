@@ -17,6 +17,9 @@ class SingleFlight(Generic[T]):
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def running(self, key: Hashable) -> bool:
+        return key in self._tasks
+
     async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """The result of ``fn()`` (run once per key at a time) and whether it was shared.
 

@@ -136,10 +136,13 @@ class _Zstd(io.RawIOBase):
     """zstd through the ``zstd`` CLI (no zstd in the stdlib); a thread feeds its stdin."""
 
     def __init__(self, src: Readable, first: bytes) -> None:
-        self._proc = subprocess.Popen(
-            ["zstd", "-d", "-c", "-q", "--no-progress"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                ["zstd", "-d", "-c", "-q", "--no-progress"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        except OSError as e:
+            raise LayerError(f"a zstd layer needs the zstd program: {e.strerror}") from None
         self.feed_error: BaseException | None = None
         self._feeder = threading.Thread(target=self._feed, args=(src, first), daemon=True)
         self._feeder.start()
@@ -511,8 +514,9 @@ def unpack(source: str | Readable, dest: str,
             return unpack(f, dest, expected_diff_id)
     ex = _Extractor(dest)
     count = 0
-    stream = _decompressor(source)
+    stream: io.RawIOBase | None = None
     try:
+        stream = _decompressor(source)
         hashed = _HashingReader(stream)
         buffered = io.BufferedReader(hashed, CHUNK)
         try:

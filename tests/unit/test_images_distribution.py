@@ -709,3 +709,46 @@ def test_connection_refused() -> None:
         s.manifest("latest")
     assert e.value.kind is errors.Unavailable and "connection refused" in e.value.text
     s.close()
+
+
+def test_learnt_http_never_applies_to_a_secure_endpoint(
+        reg: Registry, open_session: Callable[..., Session]) -> None:
+    """A scheme learnt while the registry was insecure (or insecure under another
+    [[registry]] entry) must not carry credentials over plain HTTP once it is not."""
+    client = Client(certs_dirs=())
+    client.learn_scheme(reg.domain, "http")
+    secure = open_session(reg, login=Login("u", "p"), insecure=False, client=client)
+    with pytest.raises(RegistryError) as e:
+        secure.manifest("latest")
+    assert e.value.kind is errors.Unavailable
+    assert "HTTP response to HTTPS client" in e.value.text
+
+
+def test_connect_timeout_is_unavailable() -> None:
+    """A registry that never answers the SYN is unreachable (the next search registry is
+    tried), not a stalled download."""
+
+    class SlowConn:
+        sock = None
+
+        def connect(self) -> None:
+            raise TimeoutError("timed out")
+
+    session = Client(certs_dirs=()).session(
+        Endpoint(domain="192.0.2.1:5000", path="x", insecure=False, mirror=False), ANONYMOUS, 1)
+    with pytest.raises(RegistryError) as e:
+        session._dial(SlowConn(), "192.0.2.1:5000")  # type: ignore[arg-type]
+    assert e.value.kind is errors.Unavailable and "timeout while connecting" in e.value.text
+
+
+def test_cancel_before_a_read_stops_it(reg: Registry, open_session: Callable[..., Session]
+                                       ) -> None:
+    """A cancel that lands while a request is still connecting is seen at the first read,
+    not after the whole blob."""
+    reg.route = lambda h, r: h.reply(200, b"x" * (4 << 20))
+    s = open_session(reg)
+    blob = s.open_blob(DIGEST)
+    s.cancel()
+    with pytest.raises(Cancelled):
+        blob.read(1 << 20)
+    blob.close()

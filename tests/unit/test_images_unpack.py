@@ -398,3 +398,20 @@ def test_stream_and_path_agree(tmp_path: Path) -> None:
     with open(blob, "rb") as f:
         b = unpack(f, dest_dir(tmp_path, "b"), None)
     assert a == b
+
+
+def test_no_fd_left_when_the_source_fails_at_once(tmp_path: Path) -> None:
+    """A registry error on the very first read (stall, cancel, 5xx) must not leak the
+    snapshot's directory fd: kubelet retries would exhaust the daemon's fds."""
+
+    class Failing:
+        def read(self, n: int = -1, /) -> bytes:
+            raise ConnectionError("registry went away")
+
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(5):
+        dest = tmp_path / f"fs{i}"
+        dest.mkdir()
+        with pytest.raises(ConnectionError):
+            unpack(Failing(), str(dest))
+    assert len(os.listdir("/proc/self/fd")) == before
