@@ -21,7 +21,9 @@ class BlobError(Exception):
     pass
 
 
-class _Source(Protocol):
+class Readable(Protocol):
+    """A byte source: a registry response, a file, a Download."""
+
     def read(self, n: int = -1, /) -> bytes: ...
 
 
@@ -90,10 +92,13 @@ class BlobStore:
         except FileNotFoundError:
             return 0
 
-    def remove_stray(self) -> None:
-        for p in self.stray_files():
+    def remove_stray(self) -> int:
+        """Remove :meth:`stray_files`; how many there were."""
+        stray = self.stray_files()
+        for p in stray:
             with contextlib.suppress(OSError):
                 os.unlink(p)
+        return len(stray)
 
     def write(self, digest: str, data: bytes, tmp_dir: str) -> None:
         """Store a small blob already checked against ``digest``."""
@@ -119,7 +124,7 @@ class Download:
         self.digest = digest
         self.size = size
         self.count = 0
-        self.src: _Source | None = None  # set once the registry answers
+        self.src: Readable | None = None  # set once the registry answers
         self._hash = hashlib.sha256()
         fd, self._tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
         self._file = os.fdopen(fd, "wb")  # buffered: write() writes all of it or raises

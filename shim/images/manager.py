@@ -197,9 +197,7 @@ class ImageManager:
                         os.unlink(p)
                 n += 1
         n += len(self.snapshots.remove_tmp())
-        stray = self.blobs.stray_files()
-        self.blobs.remove_stray()
-        return n + len(stray)
+        return n + self.blobs.remove_stray()
 
     async def close(self) -> None:
         """At shutdown, before the store closes: stop pulls under way (connections aborted,

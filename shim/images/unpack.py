@@ -28,7 +28,9 @@ import tarfile
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
+
+from shim.images.blobs import Readable
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -59,10 +61,6 @@ class UnpackResult:
     diff_id: str
     size: int  # uncompressed bytes of the tar stream
     entries: int
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class _HashingReader(io.RawIOBase):
