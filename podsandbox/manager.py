@@ -95,7 +95,9 @@ class SandboxManager:
             cgroup=cgroup,
             sandbox_dir=sdir,
             shm_path=os.path.join(sdir, "shm") if spec.modes.ipc is Mode.POD else "/dev/shm",
-            hostname=spec.hostname or spec.name,
+            # no hostname given: the node's, as containerd and CRI-O do (a pod name may
+            # be longer than the 64 bytes sethostname takes)
+            hostname=spec.hostname or socket.gethostname(),
             config_json=spec.config_json,
             log_directory=spec.log_directory,
             port_mappings=[vars(p) for p in spec.port_mappings],

@@ -25,7 +25,7 @@ from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
 from shim.interceptor import Interceptor
-from shim.oci import host
+from shim.oci import features, host
 from shim.socket import SocketGuard
 from shim.store import Store
 
@@ -51,9 +51,12 @@ class Daemon:
         )
         self.images = ImageManager(cfg, self.store)
         self.sandboxes = SandboxManager(cfg, self.store, self.cni)
+        kernel_rro = features.kernel_has_mount_setattr()
+        self.features = {name: features.probe(h.path, kernel_rro)
+                         for name, h in cfg.runtime.handlers.items()}
         self.containers = ContainerManager(
             cfg, self.store, self.sandboxes, self.images,
-            host.runtime_options(cfg.runtime.pids_limit),
+            host.runtime_options(cfg.runtime.pids_limit), self.features,
         )
         self._stop = asyncio.Event()
 

@@ -1,7 +1,8 @@
 """Suite-wide pytest setup.
 
-* Tests under tests/unit are marked ``unit``, tests under tests/integration ``integration``
-  (by path; the markers are declared in pyproject.toml).
+* Tests under tests/unit are marked ``unit``, tests under tests/integration ``integration``;
+  tests/conformance (critest) and tests/e2e (crictl) are marked ``integration`` too, and
+  ``conformance`` / ``e2e`` (by path; the markers are declared in pyproject.toml).
 * Integration tests FAIL (not skip) unless the run is root and inside a private network
   namespace: run them with ``make test`` / scripts/test.sh, which use ``unshare --net``.
 """
@@ -25,8 +26,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if top == "unit":
             item.add_marker(pytest.mark.unit)
-        elif top == "integration":
+        elif top in ("integration", "conformance", "e2e"):
+            # the real-client stages need what integration tests need (root, private netns)
             item.add_marker(pytest.mark.integration)
+            if top != "integration":
+                item.add_marker(getattr(pytest.mark, top))
 
 
 @cache

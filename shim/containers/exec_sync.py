@@ -1,9 +1,11 @@
 """ExecSync: run a command in a running container, with its output and exit code.
 
 The runtime's ``exec`` joins the container (namespaces, cgroup, user, env, caps); we hold its
-stdio. Output is capped per stream but always drained, so a chatty command cannot hang us. On
-timeout the exec'd process is killed (by its pid file) while the runtime still waits for it,
-so the runtime reaps it and no zombie is left in the container.
+stdio. Output is always drained, so a chatty command cannot hang us, and stdout and stderr
+together are capped below the kubelet's 16 MiB message limit, with a marker where they were
+cut. On timeout the exec'd process and everything it started are killed while the runtime
+still waits for the process: the runtime reaps it (and the kernel hands its orphans to the
+container's init), so no zombie is left behind and the answer comes only once they are gone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from typing import Any
 from shim.errors import DeadlineExceeded
 from shim.oci.runtime import OCIRuntime
 
-OUTPUT_CAP = 16 * 1024 * 1024
+# The kubelet takes at most 16 MiB per message: output plus headroom for the rest of it.
+OUTPUT_CAP = 16 * 1024 * 1024 - 64 * 1024
+TRUNCATED = b"\n[output truncated by tether: over 16 MiB]\n"
+REAP_WAIT = 5.0  # how long the runtime may take to reap a killed exec before it is killed
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,28 @@ class ExecResult:
     exit_code: int
 
 
-async def _drain(stream: asyncio.StreamReader, cap: int) -> bytes:
+class _Budget:
+    """What is left of the output cap, shared by stdout and stderr."""
+
+    def __init__(self, cap: int) -> None:
+        self.left = cap - len(TRUNCATED)
+        self.cut = False
+
+
+async def _drain(stream: asyncio.StreamReader, budget: _Budget) -> bytes:
     buf = bytearray()
+    cut = False
     while True:
         chunk = await stream.read(65536)
         if not chunk:
+            if cut:
+                buf += TRUNCATED
             return bytes(buf)
-        room = cap - len(buf)
-        if room > 0:
-            buf += chunk[:room]
+        take = min(len(chunk), max(budget.left, 0))
+        buf += chunk[:take]
+        budget.left -= take
+        if take < len(chunk) and not budget.cut:
+            budget.cut = cut = True  # the marker goes once, on the stream that was cut first
 
 
 async def run(runtime: OCIRuntime, container_id: str, bundle: str, process: dict[str, Any],
@@ -55,15 +73,20 @@ async def run(runtime: OCIRuntime, container_id: str, bundle: str, process: dict
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None and proc.stderr is not None
-        readers = asyncio.gather(_drain(proc.stdout, cap), _drain(proc.stderr, cap))
+        budget = _Budget(cap)
+        readers = asyncio.gather(_drain(proc.stdout, budget), _drain(proc.stderr, budget))
         try:
             out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
             code = await proc.wait()
         except TimeoutError:
-            _kill_exec(pid_path)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            killed = _kill_exec(pid_path)
+            try:  # the runtime is the exec's parent: let it reap it
+                await asyncio.wait_for(proc.wait(), REAP_WAIT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            await _gone(killed, REAP_WAIT)
             readers.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await readers
@@ -77,11 +100,68 @@ async def run(runtime: OCIRuntime, container_id: str, bundle: str, process: dict
                 os.unlink(path)
 
 
-def _kill_exec(pid_path: str) -> None:
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, parents before children."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        tree += [c for c in _children(tree[i]) if c not in tree]
+        i += 1
+    return tree
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of pid from /proc/<pid>/stat; None when there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[0], fields[19]
+
+
+def _kill_exec(pid_path: str) -> dict[int, str]:
+    """SIGKILL the exec'd process and its descendants: {pid: start time} of those killed.
+    Stopped first, so that none can fork while the tree is read."""
     try:
         with open(pid_path) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        return {}
+    tree = process_tree(pid)
+    for p in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGSTOP)
+    tree = process_tree(pid)
+    killed = {p: st[1] for p in tree if (st := _stat(p)) is not None and st[0] != "Z"}
+    for p in reversed(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return killed
+
+
+async def _gone(procs: dict[int, str], timeout: float) -> None:
+    """Wait (bounded) until the killed processes are reaped: a pid is gone, or taken by a
+    new process (another start time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while procs and loop.time() < deadline:
+        procs = {p: t for p, t in procs.items() if (st := _stat(p)) is not None and st[1] == t}
+        if procs:
+            await asyncio.sleep(0.02)
+

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import stat
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -39,7 +41,9 @@ from shim.errors import (
     NotFound,
     TetherError,
 )
+from shim.images.manager import IMAGE_VOLUMES_DIR
 from shim.oci import conmon, spec
+from shim.oci.features import HandlerFeatures
 from shim.oci.resources import resources_to_oci
 from shim.oci.runtime import OCIRuntime
 from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
@@ -51,10 +55,23 @@ PATH_ANNOTATION = "io.kubernetes.container.terminationMessagePath"
 POLICY_ANNOTATION = "io.kubernetes.container.terminationMessagePolicy"
 
 
+REOPEN_WAIT = 5.0
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class ContainerManager:
     def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager,
-                 images: Any, runtime_options: RuntimeOptions) -> None:
+                 images: Any, runtime_options: RuntimeOptions,
+                 features: Mapping[str, HandlerFeatures] | None = None) -> None:
         self.cfg = cfg
+        self.features = dict(features or {})
         self.store = store
         self.sandboxes = sandboxes
         self.images = images
@@ -161,6 +178,7 @@ class ContainerManager:
         d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir)
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
+        config = await self._image_volumes(rec, d, config)
         files = ImageFiles(passwd=_read_small(os.path.join(d.rootfs, "etc/passwd")),
                            group=_read_small(os.path.join(d.rootfs, "etc/group")))
         reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
@@ -185,15 +203,64 @@ class ContainerManager:
             target_pid = td.pid.pid
         doc = spec.generate(
             rec.id, config, sandbox_config, self._pod_context(pod, pd), image.config, files,
-            d.rootfs, self.options, target_pid=target_pid,
+            d.rootfs, self._options(d.handler), target_pid=target_pid,
             device_info=_device_info(config),
         )
         d.resources = doc.get("linux", {}).get("resources", {})
         d.cgroup_path = doc.get("linux", {}).get("cgroupsPath", "")
+        user = doc["process"]["user"]
+        d.user = {"uid": user["uid"], "gid": user["gid"],
+                  "supplemental_groups": list(user.get("additionalGids", []))}
         _write_json(os.path.join(d.bundle, "config.json"), doc)
         rec.details = d.to_dict()
         rec.state = CState.CREATED.value
         await self.store.containers.put(rec)
+
+    async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
+                             config: pb.ContainerConfig) -> pb.ContainerConfig:
+        """Mount each image volume (KEP-4639) read-only under the container's dir and give
+        the spec generator a config in which it is a plain read-only bind of that mount (or
+        of its sub path). The images count as in use while the container exists."""
+        if not any(m.HasField("image") and m.image.image for m in config.mounts):
+            return config
+        out = pb.ContainerConfig()
+        out.CopyFrom(config)
+        for i, m in enumerate(out.mounts):
+            if not (m.HasField("image") and m.image.image):
+                continue
+            field = f"mounts[{i}]"
+            if m.host_path:
+                raise InvalidArgument(f"{field}: an image volume has no host_path")
+            if not m.readonly:
+                raise InvalidArgument(f"{field}.readonly: an image volume is read-only")
+            sub = m.image_sub_path
+            if sub and (sub.startswith("/") or ".." in sub.split("/")):
+                raise InvalidArgument(
+                    f"{field}.image_sub_path {sub!r}: must be a relative path inside the image")
+            target = os.path.join(d.container_dir, IMAGE_VOLUMES_DIR, str(i))
+            image_id, root = await self.images.mount_image_volume(m.image.image, target)
+            d.image_volume_ids.append(image_id)
+            d.mounts[i].setdefault("image", {})["image_ref"] = image_id
+            rec.details = d.to_dict()
+            await self.store.containers.put(rec)
+            source = root
+            if sub:
+                source = os.path.realpath(os.path.join(root, sub))
+                if not (source == root or source.startswith(root + "/")):
+                    raise InvalidArgument(
+                        f"{field}.image_sub_path {sub!r}: leads out of the image")
+                if not os.path.exists(source):
+                    raise InvalidArgument(
+                        f"{field}.image_sub_path {sub!r}: not found in image {m.image.image!r}")
+            m.host_path = source
+            m.ClearField("image")
+            m.image_sub_path = ""
+        return out
+
+    def _options(self, handler: str) -> RuntimeOptions:
+        f = self.features.get(handler)
+        return dataclasses.replace(
+            self.options, recursive_read_only=bool(f and f.recursive_read_only_mounts))
 
     def _pod_context(self, pod: SandboxRecord, pd: SandboxDetails) -> PodContext:
         modes = {k: Mode(v) for k, v in pd.modes.items()}
@@ -458,10 +525,22 @@ class ContainerManager:
         if rec.state != CState.RUNNING.value:
             raise FailedPrecondition(f"container {rec.id} is not running: no log to reopen")
         d = ContainerDetails.from_dict(rec.details)
+        before = _inode(d.log_path)
         try:
             conmon.reopen_logs(d.bundle)
         except OSError as e:
             raise Internal(f"cannot reach the monitor of container {rec.id}: {e}") from None
+        # conmon reopens when it reads the request: answer once the file at log_path is a
+        # new one (the kubelet renames the old file away first, then checks for the new)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REOPEN_WAIT
+        while (now := _inode(d.log_path)) is None or now == before:
+            if loop.time() > deadline:
+                why = ("the log file is still the old one" if now is not None
+                       else f"no file at {d.log_path}")
+                raise Internal(f"container {rec.id}: the monitor did not reopen the log within "
+                               f"{REOPEN_WAIT:g}s ({why})")
+            await asyncio.sleep(0.01)
 
     async def update_resources(self, id_or_prefix: str,
                                resources: pb.LinuxContainerResources) -> None:

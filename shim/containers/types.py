@@ -41,6 +41,10 @@ class ContainerDetails:
     cgroup_path: str = ""  # linux.cgroupsPath: relative to each hierarchy's root
     config_json: str = ""  # the CRI ContainerConfig, for status and restarts
     image_id: str = ""
+    # the process identity the spec gives the container's first process (uid, gid,
+    # supplemental_groups), reported as ContainerStatus.user
+    user: dict[str, Any] = field(default_factory=dict)
+    image_volume_ids: list[str] = field(default_factory=list)  # images mounted as volumes
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

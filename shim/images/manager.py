@@ -70,10 +70,18 @@ from shim.images.reference import (
     parse_name,
 )
 from shim.images.singleflight import SingleFlight
-from shim.images.snapshots import EMPTY, SnapshotStore, mount_overlay, unmount_overlay
+from shim.images.snapshots import (
+    EMPTY,
+    SnapshotStore,
+    mount_overlay,
+    mount_readonly,
+    unmount_all_under,
+    unmount_overlay,
+)
 from shim.images.unpack import LayerError, UnsafeEntry, unpack
 from shim.store import Store
 
+IMAGE_VOLUMES_DIR = "imagevols"  # <container dir>/imagevols/<n>: image volume mounts
 FSINFO_TTL = 5.0
 CONFIG_LIMIT = 8 << 20
 T = TypeVar("T")
@@ -696,7 +704,8 @@ class ImageManager:
                 self.logger.info("image untagged", image=img.id, tag=tag)
                 return
             for c in self.store.containers.list():
-                if c.image_ref == img.id or c.image == img.id or c.image in img.names():
+                if c.image_ref == img.id or c.image == img.id or c.image in img.names() \
+                        or img.id in c.details.get("image_volume_ids", ()):
                     raise errors.FailedPrecondition(
                         f"image {spec} ({img.id}) is in use by container {c.id}"
                         + (f" ({c.name})" if c.name else "")
@@ -727,13 +736,27 @@ class ImageManager:
         img = self.get(image_id)
         if img is None:
             raise errors.NotFound(f"image {image_id} not found")
+        return await mount_overlay(self.snapshots.root, self._lowers(img), container_dir)
+
+    def _lowers(self, img: Image) -> list[str]:
         missing = [c for c in img.chain_ids if not self.snapshots.exists(c)]
         if missing:
             raise errors.FailedPrecondition(
                 f"image {img.id}: snapshots missing ({', '.join(missing)}); pull it again"
             )
-        lowers = [self.snapshots.rel_fs(c) for c in reversed(img.chain_ids)] or [EMPTY]
-        return await mount_overlay(self.snapshots.root, lowers, container_dir)
+        return [self.snapshots.rel_fs(c) for c in reversed(img.chain_ids)] or [EMPTY]
+
+    async def mount_image_volume(self, spec: str, target: str) -> tuple[str, str]:
+        """Image ``spec`` (a reference or id, pulled already) read-only at ``target``:
+        (image id, mount point)."""
+        img = self.get(spec)
+        if img is None:
+            raise errors.NotFound(f"image {spec!r} not found (pull it first)")
+        return img.id, await mount_readonly(self.snapshots.root, self._lowers(img), target)
 
     async def unmount_rootfs(self, container_dir: str) -> None:
-        await asyncio.to_thread(unmount_overlay, container_dir)
+        """The rootfs and the image volumes of a container."""
+        def work() -> None:
+            unmount_all_under(os.path.join(container_dir, IMAGE_VOLUMES_DIR))
+            unmount_overlay(container_dir)
+        await asyncio.to_thread(work)

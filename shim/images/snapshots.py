@@ -130,6 +130,52 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
     return opts
 
 
+async def _mount(snapshot_root: str, opts: str, target: str, what: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "mount", "-t", "overlay", "overlay", "-o", opts, target,
+        cwd=snapshot_root,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        text = (err or out).decode(errors="replace")
+        raise errors.Internal(f"mount overlay {what} at {target}: {errors.trim(text)}",
+                              detail=text)
+
+
+async def mount_readonly(snapshot_root: str, lowers: list[str], target: str) -> str:
+    """An image's layers, read-only (an overlay of lower dirs only) at ``target``: an image
+    volume. Overlay needs two lower dirs when it has no upper: the empty one makes up."""
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    if not os.path.ismount(target):
+        lowers = lowers if len(lowers) > 1 else [*lowers, EMPTY]
+        opts = f"ro,lowerdir={':'.join(lowers)}"
+        if len(opts) > MAX_OPTIONS:
+            raise errors.FailedPrecondition(
+                f"image has too many layers ({len(lowers)}) for one overlay mount")
+        await _mount(snapshot_root, opts, target, "image volume")
+    return target
+
+
+def unmount_all_under(directory: str) -> None:
+    """Unmount every mount at or below ``directory`` (deepest first; lazily if busy)."""
+    prefix = os.path.realpath(directory)
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            p = line.split()[4].replace("\\040", " ")
+            if p == prefix or p.startswith(prefix + "/"):
+                points.append(p)
+    for p in sorted(set(points), key=len, reverse=True):
+        err = _umount(p)
+        if err == errno.EBUSY:
+            err = _umount(p, MNT_DETACH)
+        if err and err != errno.EINVAL:
+            raise errors.Internal(f"unmount {p}: {os.strerror(err)}")
+
+
 async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: str) -> str:
     """Mount the rootfs at ``container_dir/rootfs``; ``lowers`` relative to snapshot_root."""
     rootfs = os.path.join(container_dir, "rootfs")
@@ -139,20 +185,7 @@ async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: st
         os.makedirs(d, mode=0o755, exist_ok=True)
     if os.path.ismount(rootfs):
         return rootfs
-    opts = overlay_options(lowers, upper, work)
-    proc = await asyncio.create_subprocess_exec(
-        "mount", "-t", "overlay", "overlay", "-o", opts, rootfs,
-        cwd=snapshot_root,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        text = (err or out).decode(errors="replace")
-        raise errors.Internal(
-            f"mount overlay rootfs at {rootfs}: {errors.trim(text)}", detail=text
-        )
+    await _mount(snapshot_root, overlay_options(lowers, upper, work), rootfs, "rootfs")
     return rootfs
 
 

@@ -62,8 +62,10 @@ def standard_mounts(pod: PodContext, *, readonly_rootfs: bool, privileged: bool)
     return out
 
 
-def cri_mounts(mounts: Sequence[pb.Mount]) -> tuple[list[dict[str, Any]], str]:
-    """(OCI mounts of the CRI ones, rootfsPropagation: "rshared", "rslave" or "")."""
+def cri_mounts(mounts: Sequence[pb.Mount], rro_supported: bool = False
+               ) -> tuple[list[dict[str, Any]], str]:
+    """(OCI mounts of the CRI ones, rootfsPropagation: "rshared", "rslave" or "").
+    Image volumes must have been resolved to host paths by the caller."""
     out: list[dict[str, Any]] = []
     shared = slave = False
     for i, m in enumerate(mounts):
@@ -74,22 +76,30 @@ def cri_mounts(mounts: Sequence[pb.Mount]) -> tuple[list[dict[str, Any]], str]:
             )
         if not m.host_path:
             if m.HasField("image"):
-                raise InvalidArgument(f"{field}.image: image volumes are not supported")
+                raise InvalidArgument(f"{field}.image.image: required for an image volume")
             raise InvalidArgument(f"{field}.host_path: empty")
         if m.uidMappings or m.gidMappings:
             raise InvalidArgument(f"{field}: id-mapped mounts are not supported")
-        if m.recursive_read_only:
-            raise InvalidArgument(
-                f"{field}.recursive_read_only: recursive read-only mounts are not supported"
-            )
         prop = _PROPAGATION.get(m.propagation)
         if prop is None:
             raise InvalidArgument(f"{field}.propagation: unknown value {m.propagation}")
+        options = ["rbind", prop, "ro" if m.readonly else "rw"]
+        if m.recursive_read_only:
+            # as the kubelet and containerd require: read-only, and nothing propagates in
+            if not m.readonly:
+                raise InvalidArgument(f"{field}.recursive_read_only: needs readonly")
+            if m.propagation != pb.PROPAGATION_PRIVATE:
+                raise InvalidArgument(
+                    f"{field}.recursive_read_only: needs propagation PROPAGATION_PRIVATE")
+            if not rro_supported:
+                raise InvalidArgument(
+                    f"{field}.recursive_read_only: this runtime handler cannot make recursive "
+                    "read-only mounts (see Status.runtime_handlers)")
+            options.append("rro")
         shared |= m.propagation == pb.PROPAGATION_BIDIRECTIONAL
         slave |= m.propagation == pb.PROPAGATION_HOST_TO_CONTAINER
         dest = posixpath.normpath(m.container_path)
-        out.append(_m(dest, "bind", m.host_path,
-                      ["rbind", prop, "ro" if m.readonly else "rw"]))
+        out.append(_m(dest, "bind", m.host_path, options))
     # Parents before children, so a mount never hides one made inside it (stable otherwise).
     out.sort(key=lambda x: x["destination"].rstrip("/").count("/"))
     return out, "rshared" if shared else ("rslave" if slave else "")

@@ -307,7 +307,7 @@ def generate(
     nodes, dev_rules = _resources.devices(config.devices, device_info or {}, privileged)
     resources["devices"] = _resources.default_device_rules(privileged) + dev_rules
 
-    cri_mounts, propagation = _mounts.cri_mounts(config.mounts)
+    cri_mounts, propagation = _mounts.cri_mounts(config.mounts, runtime.recursive_read_only)
     mounts = _mounts.merge(
         _mounts.standard_mounts(pod, readonly_rootfs=sc.readonly_rootfs, privileged=privileged),
         cri_mounts,

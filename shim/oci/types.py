@@ -45,6 +45,8 @@ class RuntimeOptions:
     min_oom_score_adj: int = -1000
     # Directory of Localhost seccomp profiles (relative profile names resolve here).
     seccomp_profile_root: str = "/var/lib/kubelet/seccomp"
+    # The handler can make recursive read-only mounts (shim.oci.features).
+    recursive_read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from shim.rpc import (  # noqa: F401  (registration)
     image_pull,
     image_remove,
     image_status,
+    metrics_list,
     runtime_config,
     sandbox_list,
     sandbox_remove,

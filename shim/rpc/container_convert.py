@@ -32,7 +32,8 @@ def _metadata(rec: ContainerRecord) -> pb.ContainerMetadata:
 def to_container(rec: ContainerRecord) -> pb.Container:
     return pb.Container(
         id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=_metadata(rec),
-        image=pb.ImageSpec(image=rec.image), image_ref=rec.image_ref, state=state(rec),
+        image=pb.ImageSpec(image=rec.image), image_ref=rec.image_ref, image_id=rec.image_ref,
+        state=state(rec),
         created_at=rec.created_at, labels=rec.labels, annotations=rec.annotations,
     )
 
@@ -43,10 +44,13 @@ def to_status(rec: ContainerRecord) -> pb.ContainerStatus:
     st = pb.ContainerStatus(
         id=rec.id, metadata=_metadata(rec), state=state(rec), created_at=rec.created_at,
         started_at=rec.started_at, finished_at=rec.finished_at, exit_code=rec.exit_code,
-        image=pb.ImageSpec(image=rec.image), image_ref=rec.image_ref, reason=d.reason,
+        image=pb.ImageSpec(image=rec.image), image_ref=rec.image_ref, image_id=rec.image_ref,
+        reason=d.reason,
         message=d.message, labels=rec.labels, annotations=rec.annotations, mounts=mounts,
         log_path=d.log_path,
     )
+    if d.user:
+        st.user.linux.CopyFrom(pb.LinuxContainerUser(**d.user))
     if d.resources:
         st.resources.CopyFrom(pb.ContainerResources(linux=resources_from_oci(d.resources)))
     return st

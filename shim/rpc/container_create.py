@@ -20,5 +20,11 @@ async def create_container(
         raise InvalidArgument("pod_sandbox_id: required")
     if not req.HasField("config"):
         raise InvalidArgument("config: required")
+    sc = req.config.linux.security_context
+    if sc.HasField("run_as_group") and not sc.HasField("run_as_user") and not sc.run_as_username:
+        # as the kubelet and containerd refuse it: a group with the image's user is ambiguous
+        raise InvalidArgument(
+            "config.linux.security_context.run_as_group: set without run_as_user or "
+            "run_as_username")
     cid = await d.containers.create(req.pod_sandbox_id, req.config, req.sandbox_config)
     return pb.CreateContainerResponse(container_id=cid)

@@ -27,16 +27,19 @@ async def status(d: Daemon, req: pb.StatusRequest, ctx: object) -> pb.StatusResp
             message="" if net_ok else net_msg,
         ),
     ]
-    resp = pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions))
-    for name in sorted(d.config.runtime.handlers):
-        resp.runtime_handlers.append(
-            pb.RuntimeHandler(
-                name=name,
-                features=pb.RuntimeHandlerFeatures(
-                    recursive_read_only_mounts=False, user_namespaces=False
-                ),
-            )
-        )
+    resp = pb.StatusResponse(
+        status=pb.RuntimeStatus(conditions=conditions),
+        # Strict is honoured when the container's groups are resolved (shim.oci.users)
+        features=pb.RuntimeFeatures(supplemental_groups_policy=True),
+    )
+    for name in sorted(d.features):
+        f = d.features[name]
+        resp.runtime_handlers.append(pb.RuntimeHandler(
+            name=name,
+            features=pb.RuntimeHandlerFeatures(
+                recursive_read_only_mounts=f.recursive_read_only_mounts,
+                user_namespaces=f.user_namespaces),
+        ))
     if req.verbose:
         resp.info["config"] = json.dumps(d.config.to_dict(), sort_keys=True)
     return resp

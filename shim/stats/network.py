@@ -21,6 +21,10 @@ class Interface:
     rx_errors: int
     tx_bytes: int
     tx_errors: int
+    rx_packets: int = 0
+    rx_dropped: int = 0
+    tx_packets: int = 0
+    tx_dropped: int = 0
 
 
 def parse_net_dev(text: str) -> list[Interface]:
@@ -35,7 +39,9 @@ def parse_net_dev(text: str) -> list[Interface]:
         if len(f) < 16:
             continue
         try:
-            out.append(Interface(name.strip(), int(f[0]), int(f[2]), int(f[8]), int(f[10])))
+            out.append(Interface(name.strip(), int(f[0]), int(f[2]), int(f[8]), int(f[10]),
+                                 rx_packets=int(f[1]), rx_dropped=int(f[3]),
+                                 tx_packets=int(f[9]), tx_dropped=int(f[11])))
         except ValueError:
             continue
     return out
