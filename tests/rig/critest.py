@@ -129,7 +129,8 @@ class Verdict:
     def summary(self) -> str:
         c = self.counts
         return (f"critest: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
-                f"({c["pending"]} of them pending, {c["host_skipped"]} skipped on purpose: not runnable here, or benchmarks)")
+                f"({c['pending']} of them pending, {c['host_skipped']} skipped on purpose: "
+                "not runnable here, or benchmarks)")
 
     def explain(self) -> str:
         lines = [self.summary()]
