@@ -81,7 +81,7 @@ def pod_cgroup(parent: str, driver: str, sandbox_id: str) -> str:
     """The pause-holder's cgroup, relative to each hierarchy's root. Pure: raises on bad input."""
     parent = parent or DEFAULT_PARENT[driver]
     if driver == "systemd":
-        if not _SLICE.match(parent) or "/" in parent:
+        if not _SLICE.fullmatch(parent) or "/" in parent:
             raise InvalidArgument(
                 f"linux.cgroup_parent {parent!r}: the systemd cgroup driver needs a slice name "
                 f"such as 'kubepods-besteffort-pod123.slice'"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 from podsandbox.types import Mode, NamespaceModes
 from shim.errors import InvalidArgument
@@ -12,6 +13,10 @@ from shim.errors import InvalidArgument
 _IPC_EXACT = {"kernel.sem"}
 _IPC_PREFIXES = ("kernel.shm", "kernel.msg", "fs.mqueue.")
 _NET_PREFIX = "net."
+# The kubelet's sysctl name pattern (segments of [a-z0-9_-], split by '.' or '/'): no empty
+# segment, so no "//" that the '.'<->'/' swap would turn into "..".
+_NAME = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
+_MAX_NAME = 253
 
 
 def _swap(key: str) -> str:
@@ -38,6 +43,8 @@ def validate(sysctls: dict[str, str], modes: NamespaceModes) -> tuple[tuple[str,
     """Pure checks: the key is namespaced and its namespace is the pod's own."""
     out = []
     for raw, value in sorted(sysctls.items()):
+        if len(raw) > _MAX_NAME or not _NAME.fullmatch(raw):
+            raise InvalidArgument(f"linux.sysctls[{raw[:80]!r}]: not a valid sysctl name")
         key = normalise(raw)
         kind = namespace_of(key)
         if kind is None:
@@ -62,14 +69,34 @@ def proc_path(key: str) -> str:
     return "/proc/sys/" + _swap(key)
 
 
+def _open_beneath(root: str, parts: list[str]) -> int:
+    """Open root/parts... for writing, one component at a time, never following a link and
+    never leaving root (no '', '.' or '..' component): containment by construction, not by
+    the string checks alone."""
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise FileNotFoundError(errno.ENOENT, "bad sysctl path")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for p in parts[:-1]:
+            nxt = os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def apply(sysctls: tuple[tuple[str, str], ...]) -> None:
-    """Write each sysctl; run inside the pod's namespaces (see kernel.in_namespaces)."""
+    """Write each sysctl under /proc/sys; run inside the pod's namespaces (see
+    kernel.in_namespaces)."""
     for key, value in sysctls:
-        path = proc_path(key)
-        if not os.path.exists(path):
-            raise InvalidArgument(f"linux.sysctls[{key!r}]: unknown sysctl")
         try:
-            with open(path, "w") as f:
+            fd = _open_beneath("/proc/sys", _swap(key).split("/"))
+        except OSError:
+            raise InvalidArgument(f"linux.sysctls[{key!r}]: unknown sysctl") from None
+        try:
+            with os.fdopen(fd, "w") as f:
                 f.write(value)
         except OSError as e:
             if e.errno in (errno.EINVAL, errno.ERANGE):

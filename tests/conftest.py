@@ -10,10 +10,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.rig.registry import RegistryServer
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -53,3 +58,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         problem = _integration_env_problem()
         if problem:
             pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def critest_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """A docker-registry in the test netns holding tests/images/critest.sh's stand-ins under
+    their public repository paths (critest's images; crictl's tests use them too)."""
+    from tests.rig.node import build_critest_images, push_critest_images
+    from tests.rig.registry import RegistryServer as Server
+
+    layout = build_critest_images()
+    with Server(tmp_path_factory.mktemp("critest-registry"), port=0) as server:
+        push_critest_images(layout, server.host)
+        yield server

@@ -211,11 +211,20 @@ class _ForwardOnly(io.RawIOBase):
     """A stream that can "seek" forward by skipping: tarfile's ``r:`` mode seeks to each
     header and data block, never backwards in a one-pass walk. Unlike ``r|`` mode (which
     copies every block through small buffers), file contents pass through with one copy.
+
+    Where the stream ends after the last entry's data (``required``, set by the caller as it
+    reaches each entry), it reads on as zeros up to the next 512-byte block and two blocks
+    more: real build tools (Go's archive/tar writer left unclosed, as in umoci 0.4.7's
+    ``insert``) leave out the last entry's padding and the end-of-archive blocks, which
+    Docker and containerd accept. A stream that ends inside an entry's data is still cut
+    short, and the zeros are not hashed: the diff_id is checked against the real bytes.
     """
 
     def __init__(self, inner: io.BufferedReader[Any]) -> None:
         self._inner = inner
         self._pos = 0
+        self.required = 0  # the stream may not end before this offset
+        self._pad: int | None = None  # zeros left to give once the stream has ended
 
     def readable(self) -> bool:
         return True
@@ -239,14 +248,20 @@ class _ForwardOnly(io.RawIOBase):
         return self._pos
 
     def read(self, n: int | None = -1) -> bytes:
-        data = self._inner.read(-1 if n is None else n)
+        data = self._inner.read(-1 if n is None else n) if self._pad is None else b""
+        if not data and n != 0 and self._pos >= self.required:
+            if self._pad is None:
+                self._pad = (-self._pos % tarfile.BLOCKSIZE) + 2 * tarfile.BLOCKSIZE
+            take = self._pad if n is None or n < 0 else min(n, self._pad)
+            self._pad -= take
+            data = bytes(take)
         self._pos += len(data)
         return data
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._inner.readinto(b)
-        self._pos += n
-        return n
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
 
 
 def _decompressor(src: Readable) -> io.RawIOBase:
@@ -265,9 +280,8 @@ def _decompressor(src: Readable) -> io.RawIOBase:
 
 
 def _check_path(name: str, entry: str) -> list[str]:
-    """Components of a member path; raise unless it is relative and free of ``..``."""
-    if name.startswith("/"):
-        raise UnsafeEntry(entry, "absolute path")
+    """Components of a member path, taken from the layer's root: a leading ``/`` or ``./``
+    means the root too (as Docker and containerd read such layers); raise on ``..``."""
     if "\0" in name:
         raise UnsafeEntry(entry, "NUL byte in path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -455,15 +469,21 @@ class _Extractor:
         raise LayerError(f"entry {entry!r}: unsupported tar entry type {m.type!r}")
 
     def hardlink(self, m: tarfile.TarInfo, pfd: int, parts: list[str], entry: str) -> None:
-        if m.linkname.startswith("/"):
-            raise UnsafeEntry(entry, f"hardlink to absolute path {m.linkname!r}")
+        # an absolute target names a path in the layer, not on the host: resolved from the
+        # layer's root like every other name
         try:
             lparts = _check_path(m.linkname, entry)
         except UnsafeEntry:
             raise UnsafeEntry(entry, f"hardlink target {m.linkname!r} escapes the layer") from None
         if not lparts:
             raise UnsafeEntry(entry, "hardlink to the layer root")
-        lfd = self.open_dir(lparts[:-1], entry, create=False)
+        try:
+            lfd = self.open_dir(lparts[:-1], entry, create=False)
+        except UnsafeEntry as e:
+            if "does not exist" not in e.reason:
+                raise
+            raise UnsafeEntry(
+                entry, f"hardlink target {m.linkname!r} is not in this layer") from None
         try:
             try:
                 st = os.lstat(lparts[-1], dir_fd=lfd)
@@ -518,8 +538,11 @@ def unpack(source: str | Readable, dest: str,
         hashed = _HashingReader(stream)
         buffered = io.BufferedReader(hashed, CHUNK)
         try:
-            with tarfile.open(fileobj=_ForwardOnly(buffered), mode="r:", errorlevel=2) as tar:
+            fwd = _ForwardOnly(buffered)
+            with tarfile.open(fileobj=fwd, mode="r:", errorlevel=2) as tar:
                 for m in tar:
+                    full = m.isreg() and not m.issparse()  # a sparse entry stores less
+                    fwd.required = m.offset_data + (m.size if full else 0)
                     ex.member(tar, m)
                     count += 1
         except tarfile.TarError as e:

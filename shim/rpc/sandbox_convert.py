@@ -71,7 +71,7 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
     for name in ("name", "namespace", "uid"):
         if not getattr(md, name):
             raise InvalidArgument(f"config.metadata.{name}: required")
-    if cfg.hostname and not _HOSTNAME.match(cfg.hostname):
+    if cfg.hostname and not _HOSTNAME.fullmatch(cfg.hostname):
         raise InvalidArgument(f"config.hostname: {cfg.hostname!r} is not a valid hostname")
     modes = _modes(cfg.linux.security_context.namespace_options)
     ports = []

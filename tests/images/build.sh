@@ -17,6 +17,9 @@
 #              /home/alice, /home/bob; User "1000:1000"
 #   multiarch  an OCI image index: linux/amd64 (/ARCH = amd64) and linux/arm64
 #              (/ARCH = arm64; same busybox binary, config says arm64)
+#   inserted   busybox + two layers written by `umoci insert` (/inserted/one.txt, two.txt):
+#              umoci 0.4.7 writes them without the end-of-archive blocks, as registries
+#              hold many such layers; Tether must pull them as Docker and containerd do
 #
 # Reproducible: fixed SOURCE_DATE_EPOCH, fixed mtimes, fixed created/history dates, so the
 # same inputs give the same digests. Skipped when the cache's stamp (a hash of this file,
@@ -31,7 +34,7 @@ BUSYBOX=${BUSYBOX:-/bin/busybox}
 export SOURCE_DATE_EPOCH=1704067200          # 2024-01-01T00:00:00Z, fixed on purpose
 CREATED=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-IMAGES=(busybox web layers user multiarch)
+IMAGES=(busybox web layers user multiarch inserted)
 HIST=(--history.created "$CREATED" --history.author tether-tests)
 
 log() { printf '[build-images] %s\n' "$*"; }
@@ -91,9 +94,10 @@ copy_layout() { # from to
 }
 
 # NOTE: `umoci insert` of this umoci (0.4.7, Debian) writes layer tarballs without
-# their closing padding/end-of-archive blocks, which strict readers reject; so every
-# layer here is made by unpack + change + repack, or (the opaque whiteout, which repack
-# never produces) written with GNU tar and added verbatim with `umoci raw add-layer`.
+# their closing padding/end-of-archive blocks; only the "inserted" image uses it, on
+# purpose. Every other layer here is made by unpack + change + repack, or (the opaque
+# whiteout, which repack never produces) written with GNU tar and added verbatim with
+# `umoci raw add-layer`.
 unpack() { # image-ref bundle
   umoci unpack --image "$1" "$2" >/dev/null
 }
@@ -285,7 +289,22 @@ build_multiarch() {
     > "$L/index.json"
 }
 
+# ------------------------------------------------------------------ inserted
+build_inserted() {
+  local L=$OUT/inserted s n
+  log "inserted:latest (umoci insert layers)"
+  copy_layout "$OUT/busybox" "$L"
+  for n in one two; do
+    s=$(stage)
+    echo "$n" > "$s/$n.txt"
+    fix_times "$s"
+    umoci insert --image "$L:latest" "${HIST[@]}" --history.created_by "umoci insert $n.txt" \
+      "$s/$n.txt" "/inserted/$n.txt"
+  done
+}
+
 build_busybox
+build_inserted
 build_web
 build_layers
 build_user

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from tests.integration.images_fixtures import *  # noqa: F403  (fixtures)
-from tests.integration.images_fixtures import ImageDaemon
+from tests.integration.images_fixtures import ImageDaemon, rootfs_of
 from tests.integration.malicious_layers import HostileImage, build_and_push
 from tests.rig.images import ImageRegistry
 
@@ -28,7 +28,7 @@ def hostile_images(
 
 
 CASES = [
-    "dotdot", "dotdot-nested", "absolute", "symlink-write-through",
+    "dotdot", "dotdot-nested", "symlink-write-through",
     "symlink-relative-write-through", "symlink-dir-then-file", "hardlink-outside",
     "hardlink-absolute", "hardlink-through-symlink", "device-outside",
     "device-through-symlink", "whiteout-dotdot",
@@ -57,3 +57,18 @@ def test_hostile_layer_refused(
         assert h.digests[key].split(":")[1] not in blobs, key
     assert image_daemon.list() == []
     assert list((image_daemon.images_dir / "tmp").iterdir()) == []
+
+
+def test_absolute_names_are_confined_to_the_layer(
+    hostile_images: dict[str, HostileImage], hostile_target: Path,
+    image_daemon: ImageDaemon, tmp_path: Path,
+) -> None:
+    """``/<target>/abs.txt`` is a path in the layer (Docker and containerd read it so): the
+    pull succeeds and the file is in the image, never at the host's ``/<target>``."""
+    h = hostile_images["absolute"]
+    image_id = image_daemon.pull(h.ref)
+    assert list(hostile_target.iterdir()) == []
+    with rootfs_of(image_daemon, image_id, tmp_path / "ctr") as root:
+        inside = root / str(hostile_target).lstrip("/") / "abs.txt"
+        assert inside.read_text() == "pwned\n"
+    assert list(hostile_target.iterdir()) == []

@@ -369,6 +369,22 @@ def test_bad_input_is_invalid_argument_and_leaves_nothing(
     assert snapshot(env) == before
 
 
+def test_hostile_sysctl_name_touches_no_host_file(env: Env, tmp_path: Path) -> None:
+    # "//" became ".." in the '.'<->'/' swap: the value went to /proc/sys/net/../../../<path>
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    up = "/".join([".."] * 3)
+    for key in (f"net.//.//.//{str(victim).lstrip('/').replace('/', '.')}",
+                f"net/{up}{victim}", "net.ipv4..ip_forward", "net.ipv4.ip_forward/.."):
+        before = snapshot(env)
+        with pytest.raises(grpc.RpcError) as e:
+            env.run("evil", sysctls={key: "PWNED"})
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
+        assert "linux.sysctls" in (e.value.details() or "")
+        assert victim.read_text() == "untouched"
+        assert snapshot(env) == before
+
+
 def test_missing_metadata_and_unknown_handler(env: Env) -> None:
     with pytest.raises(grpc.RpcError) as e:
         env.cri.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pb.PodSandboxConfig()))

@@ -22,7 +22,7 @@ from tests.rig.registry import RegistryServer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "images" / "build.sh"
 DEFAULT_CACHE = Path("/var/cache/tether-test-images")
-IMAGE_NAMES: tuple[str, ...] = ("busybox", "web", "layers", "user", "multiarch")
+IMAGE_NAMES: tuple[str, ...] = ("busybox", "web", "layers", "user", "multiarch", "inserted")
 TAG = "latest"
 
 

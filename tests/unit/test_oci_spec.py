@@ -378,6 +378,25 @@ def test_bad_cri_mounts() -> None:
         gen(cfg(mounts=[pb.Mount(container_path="/x")]))
 
 
+def test_recursive_read_only_mounts() -> None:
+    from shim.oci.mounts import cri_mounts
+    rro = pb.Mount(container_path="/r", host_path="/h", readonly=True, recursive_read_only=True)
+    (m,), _ = cri_mounts([rro], rro_supported=True)
+    assert m["options"] == ["rbind", "rprivate", "ro", "rro"]
+    with pytest.raises(InvalidArgument, match="cannot make recursive read-only"):
+        cri_mounts([rro])
+    for bad, why in ((pb.Mount(container_path="/r", host_path="/h", recursive_read_only=True),
+                      "needs readonly"),
+                     (pb.Mount(container_path="/r", host_path="/h", readonly=True,
+                               recursive_read_only=True,
+                               propagation=pb.PROPAGATION_BIDIRECTIONAL), "PROPAGATION_PRIVATE")):
+        with pytest.raises(InvalidArgument, match=why):
+            cri_mounts([bad], rro_supported=True)
+    # image volumes are resolved to host paths by the container manager first
+    with pytest.raises(InvalidArgument, match=r"mounts\[0\].image.image: required"):
+        cri_mounts([pb.Mount(container_path="/v", image=pb.ImageSpec())])
+
+
 def test_no_shm_path_gives_a_tmpfs() -> None:
     m = mounts_of(gen(pod=replace(POD, shm_path="")))
     assert m["/dev/shm"]["type"] == "tmpfs"

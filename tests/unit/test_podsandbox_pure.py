@@ -3,6 +3,8 @@ command line, and the CRI request conversion."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cni.types import DNSConfig
@@ -46,6 +48,21 @@ def test_sysctl_rules() -> None:
         sysctls.validate({"net.core.somaxconn": "1"}, host_net)
     with pytest.raises(InvalidArgument, match="hostIPC"):
         sysctls.validate({"kernel.msgmax": "1"}, NamespaceModes(ipc=Mode.NODE))
+    for hostile in ("net.//.//.//.tmp.x.victim", "net/../../../tmp/x", "net..ipv4",
+                    "net.ipv4.", "Net.ipv4.ip_forward", "net.ipv4.ip_forward\n",
+                    "net." + "a" * 260):
+        with pytest.raises(InvalidArgument, match="not a valid sysctl name"):
+            sysctls.validate({hostile: "1"}, pod)
+
+
+def test_sysctl_writes_stay_under_their_root(tmp_path: Path) -> None:
+    (tmp_path / "root" / "net").mkdir(parents=True)
+    (tmp_path / "outside").write_text("x")
+    (tmp_path / "root" / "net" / "link").symlink_to(tmp_path / "outside")
+    for parts in (["net", "..", "..", "outside"], ["net", "link"], [""], []):
+        with pytest.raises(OSError):
+            sysctls._open_beneath(str(tmp_path / "root"), parts)
+    assert (tmp_path / "outside").read_text() == "x"
 
 
 def test_namespace_modes() -> None:

@@ -1,0 +1,255 @@
+"""crictl, the CRI client node operators debug with, against a Tether daemon of its own: every
+everyday command, checked by what it prints. Images are critest's stand-ins, pulled by their
+public names through the daemon's mirrors. crictl comes from $CRICTL, PATH or
+../shared/tools/bin; without it these tests say so in one line (and fail under CI=true)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.critest import find_tool, missing_tool_message
+from tests.rig.node import Node, start_node
+from tests.rig.registry import RegistryServer
+
+BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+TEST_IMAGE = "gcr.io/k8s-staging-cri-tools/test-image-latest:latest"
+TAGGED = "gcr.io/k8s-staging-cri-tools/test-image-tags:1"
+
+
+@dataclass
+class Crictl:
+    binary: str
+    node: Node
+    config: Path
+    work: Path
+
+    def run(self, *args: str, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = [self.binary, "--config", str(self.config), "-r", self.node.endpoint,
+               "-i", self.node.endpoint, "--timeout", "30s", *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {res.returncode}:\n{res.stdout}\n"
+                                 f"{res.stderr}")
+        return res
+
+    def out(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.out(*args, "-o", "json"))
+
+    def write(self, name: str, doc: dict[str, Any]) -> str:
+        path = self.work / name
+        path.write_text(json.dumps(doc))
+        return str(path)
+
+    def pod_config(self, name: str, **extra: Any) -> str:
+        doc = {"metadata": {"name": name, "namespace": "e2e", "uid": f"uid-{name}",
+                            "attempt": 0},
+               "log_directory": str(self.work / "logs" / name), "linux": {}}
+        doc.update(extra)
+        return self.write(f"pod-{name}.json", doc)
+
+    def ctr_config(self, name: str, command: list[str], attempt: int = 0,
+                   image: str = BUSYBOX, **extra: Any) -> str:
+        doc = {"metadata": {"name": name, "attempt": attempt}, "image": {"image": image},
+               "command": command, "log_path": f"{name}/{attempt}.log", "linux": {}}
+        doc.update(extra)
+        return self.write(f"ctr-{name}-{attempt}.json", doc)
+
+
+@pytest.fixture(scope="module")
+def crictl(critest_registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Crictl]:
+    binary = find_tool("crictl")
+    if binary is None:
+        msg = missing_tool_message("crictl")
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    base = tmp_path_factory.mktemp("crictl")
+    node = start_node(base, critest_registry, bridge="e2ecrictl0", subnet="10.91.0.0/24")
+    work = base / "work"
+    work.mkdir()
+    c = Crictl(binary, node, base / "crictl.yaml", work)
+    c.config.write_text("")
+    try:
+        c.run("pull", BUSYBOX, timeout=120)
+        yield c
+    finally:
+        node.stop()
+
+
+def test_version_info_runtime_config_and_config(crictl: Crictl) -> None:
+    out = crictl.out("version")
+    assert re.search(r"^RuntimeName:\s+tether$", out, re.M), out
+    assert re.search(r"^RuntimeApiVersion:\s+v1$", out, re.M), out
+    info = crictl.json("info")
+    conds = {c["type"]: c["status"] for c in info["status"]["conditions"]}
+    assert conds == {"RuntimeReady": True, "NetworkReady": True}
+    handlers = {h["name"]: h for h in info["runtimeHandlers"]}
+    assert set(handlers) >= {"runc", "crun"}
+    assert "cgroupDriver" in crictl.out("runtime-config") or \
+        "CGROUPFS" in crictl.out("runtime-config")
+    crictl.run("config", "--set", "pull-image-on-create=false")
+    assert crictl.out("config", "--get", "pull-image-on-create").strip() == "false"
+    assert "pull-image-on-create: false" in crictl.config.read_text()
+
+
+def test_images_pull_list_inspect_remove_prune(crictl: Crictl) -> None:
+    out = crictl.out("pull", TEST_IMAGE)
+    assert out.startswith("Image is up to date for sha256:")
+    image_id = out.strip().rsplit(" ", 1)[1]
+    table = crictl.out("images")
+    assert re.search(r"gcr.io/k8s-staging-cri-tools/test-image-latest\s+latest\s+"
+                     + image_id[7:20], table), table
+    assert image_id[7:20] in crictl.out("images", "-q")
+    assert crictl.out("images", "-q", "--no-trunc").split().count(image_id) == 1
+    doc = crictl.json("inspecti", TEST_IMAGE)
+    assert doc["status"]["id"] == image_id
+    assert TEST_IMAGE in doc["status"]["repoTags"]
+    fs = crictl.json("imagefsinfo")
+    assert int(fs["status"]["imageFilesystems"][0]["usedBytes"]["value"]) > 0
+    crictl.run("rmi", TEST_IMAGE)
+    assert "test-image-latest" not in crictl.out("images")
+    bad = crictl.run("rmi", "no/such:image", check=False)
+    assert bad.returncode != 0 and "no/such:image" in bad.stderr
+    # --prune removes every image no container uses
+    crictl.run("pull", TAGGED)
+    sid = crictl.out("runp", crictl.pod_config("prune")).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("user", ["sleep", "600"]),
+                     crictl.pod_config("prune")).strip()
+    pruned = crictl.out("rmi", "--prune")
+    assert "test-image-tags" in pruned or "Deleted" in pruned
+    left = crictl.out("images")
+    assert "test-image-tags" not in left and "e2e-test-images/busybox" in left
+    crictl.run("rm", cid)
+    crictl.run("rmp", "-f", sid)
+
+
+def test_pods_lifecycle_filters_and_inspect(crictl: Crictl) -> None:
+    a = crictl.out("runp", crictl.pod_config("alpha", labels={"tier": "web"})).strip()
+    b = crictl.out("runp", crictl.pod_config("beta", labels={"tier": "db"})).strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", a)
+    table = crictl.out("pods")
+    assert "alpha" in table and "beta" in table and "Ready" in table
+    assert crictl.out("pods", "-q", "--name", "alpha").split() == [a]
+    assert crictl.out("pods", "-q", "--label", "tier=db").split() == [b]
+    assert crictl.out("pods", "-q", "--namespace", "e2e", "--name", "^beta$").split() == [b]
+    doc = crictl.json("inspectp", a)
+    assert doc["status"]["state"] == "SANDBOX_READY"
+    assert doc["status"]["network"]["ip"].startswith("10.91.0.")
+    assert doc["status"]["metadata"]["name"] == "alpha"
+    assert f"Stopped sandbox {a}" in crictl.out("stopp", a)
+    assert crictl.out("pods", "-q", "--state", "notready").split() == [a]
+    assert crictl.json("inspectp", a)["status"]["state"] == "SANDBOX_NOTREADY"
+    assert f"Removed sandbox {a}" in crictl.out("rmp", a)
+    # a ready pod needs -f
+    refused = crictl.run("rmp", b, check=False)
+    assert refused.returncode != 0
+    assert f"Removed sandbox {b}" in crictl.out("rmp", "-f", b)
+    c = crictl.out("runp", crictl.pod_config("gamma")).strip()
+    d = crictl.out("runp", crictl.pod_config("delta")).strip()
+    out = crictl.out("rmp", "-a", "-f")
+    assert c in out and d in out
+    assert crictl.out("pods", "-q") == ""
+
+
+def test_containers_create_start_ps_inspect_exec_stop_rm(crictl: Crictl) -> None:
+    pod = crictl.pod_config("ctrs")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("web", ["sleep", "600"],
+                                                      labels={"app": "web"}), pod).strip()
+    assert crictl.out("ps", "-a", "-q", "--state", "created").split() == [cid]
+    crictl.run("start", cid)
+    other = crictl.out("run", crictl.ctr_config("job", ["sh", "-c", "echo done"]), pod).strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", other)
+    table = crictl.out("ps")
+    assert "web" in table and "Running" in table
+    assert crictl.out("ps", "-q", "--name", "web").split() == [cid]
+    assert crictl.out("ps", "-q", "--label", "app=web").split() == [cid]
+    assert set(crictl.out("ps", "-a", "-q", "--pod", sid).split()) == {cid, other}
+    doc = crictl.json("inspect", cid)
+    assert doc["status"]["state"] == "CONTAINER_RUNNING"
+    assert doc["status"]["image"]["image"] == BUSYBOX
+    assert doc["info"]["runtimeSpec"]["process"]["args"] == ["sleep", "600"]
+    assert crictl.out("exec", "-s", cid, "sh", "-c", "echo hi; id -u").split() == ["hi", "0"]
+    failed = crictl.run("exec", "-s", cid, "sh", "-c", "exit 3", check=False)
+    assert failed.returncode == 3
+    assert crictl.run("exec", "-s", "--timeout", "1", cid, "sleep", "30",
+                      check=False).returncode != 0
+    crictl.run("update", "--memory", str(128 << 20), "--cpu-share", "256", cid)
+    res = crictl.json("inspect", cid)["status"]["resources"]["linux"]
+    assert int(res["memoryLimitInBytes"]) == 128 << 20 and int(res["cpuShares"]) == 256
+    assert cid in crictl.out("stop", "-t", "0", cid)
+    assert crictl.json("inspect", cid)["status"]["state"] == "CONTAINER_EXITED"
+    assert crictl.out("ps", "-q") == ""
+    out = crictl.out("rm", cid, other)
+    assert cid in out and other in out
+    assert crictl.out("ps", "-a", "-q") == ""
+    crictl.run("rmp", "-f", sid)
+
+
+def test_logs_tail_since_timestamps_follow_previous(crictl: Crictl) -> None:
+    pod = crictl.pod_config("logs")
+    sid = crictl.out("runp", pod).strip()
+    first = crictl.out("run", crictl.ctr_config(
+        "talk", ["sh", "-c", "echo one; echo two >&2; echo three"]), pod).strip()
+    deadline = time.monotonic() + 20
+    while crictl.json("inspect", first)["status"]["state"] != "CONTAINER_EXITED":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    logs = crictl.run("logs", first)
+    assert logs.stdout.split() == ["one", "three"] and logs.stderr.strip() == "two"
+    assert crictl.run("logs", "--tail", "1", first).stdout.strip() == "three"
+    stamped = crictl.out("logs", "--timestamps", first).splitlines()
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\S* one$", stamped[0]), stamped
+    assert crictl.run("logs", "--since", "1h", first).stdout.split() == ["one", "three"]
+    time.sleep(1.2)  # the lines are now over a second old
+    assert crictl.run("logs", "--since", "1s", first).stdout == ""
+    # -f returns when the container has exited
+    assert crictl.run("logs", "-f", first, timeout=20).stdout.split() == ["one", "three"]
+    # attempt 1 of the same container; -p shows attempt 0's log
+    second = crictl.out("run", crictl.ctr_config("talk", ["sh", "-c", "echo again"],
+                                                 attempt=1), pod).strip()
+    prev = crictl.run("logs", "-p", second)
+    assert prev.stdout.split() == ["one", "three"], prev
+    crictl.run("rmp", "-f", sid)
+
+
+def test_stats_statsp_metricsp_metricdescs(crictl: Crictl) -> None:
+    pod = crictl.pod_config("stats")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("run", crictl.ctr_config("busy", ["sh", "-c", "while :; do :; done"]),
+                     pod).strip()
+    time.sleep(1.5)
+    stats = crictl.json("stats", "--id", cid)
+    (s,) = stats["stats"]
+    assert s["attributes"]["id"] == cid
+    assert int(s["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+    assert int(s["memory"]["workingSetBytes"]["value"]) > 0
+    table = crictl.out("stats")
+    assert "busy" in table
+    podstats = crictl.json("statsp", "--id", sid)
+    (p,) = podstats["stats"]
+    assert p["attributes"]["id"] == sid
+    assert int(p["linux"]["cpu"]["usageCoreNanoSeconds"]["value"]) > 0
+    names = {d["name"] for d in crictl.json("metricdescs")["descriptors"]}
+    assert "container_cpu_usage_seconds_total" in names
+    metrics = crictl.json("metricsp")
+    pods = {m["podSandboxId"]: m for m in metrics["podMetrics"]}
+    (cm,) = pods[sid]["containerMetrics"]
+    assert cm["containerId"] == cid
+    assert "container_memory_working_set_bytes" in {m["name"] for m in cm["metrics"]}
+    crictl.run("rmp", "-f", sid)
