@@ -22,6 +22,7 @@ PKGS=(
   apache2-utils                                             # htpasswd (bcrypt) for registry auth tests
   iproute2 iptables util-linux containerd                   # netns/veth, nsenter/unshare, reference runtime
   python3 python3-venv zstd jq curl socat file make        # venv, zstd layers, tools
+  gcc libc6-dev procps                                      # critest stand-in images (static C, pgrep)
 )
 # units shipped by the packages above that must never run on their own
 UNITS=(docker-registry.service containerd.service)

@@ -79,7 +79,7 @@ async def run(runtime: OCIRuntime, container_id: str, bundle: str, process: dict
             out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
             code = await proc.wait()
         except TimeoutError:
-            killed = _kill_exec(pid_path)
+            killed = await _kill_exec(pid_path)
             try:  # the runtime is the exec's parent: let it reap it
                 await asyncio.wait_for(proc.wait(), REAP_WAIT)
             except TimeoutError:
@@ -124,36 +124,47 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of pid from /proc/<pid>/stat; None when there is no such pid."""
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent pid, start time) from /proc/<pid>/stat; None when there is no pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
     fields = stat[stat.rfind(")") + 2:].split()
-    return fields[0], fields[19]
+    return fields[0], int(fields[1]), fields[19]
 
 
-def _kill_exec(pid_path: str) -> dict[int, str]:
-    """SIGKILL the exec'd process and its descendants: {pid: start time} of those killed.
-    Stopped first, so that none can fork while the tree is read."""
+async def _kill_exec(pid_path: str, timeout: float = 2.0) -> dict[int, str]:
+    """SIGKILL the exec'd process and its descendants, leaves first, so that each parent
+    (a shell waiting on its children) reaps its own; the exec'd process goes last and the
+    runtime reaps it. Returns {pid: start time} of those killed. Rounds repeat until the
+    tree is empty (a fork meanwhile is caught next round); past ``timeout`` what is left is
+    killed at once, and orphaned zombies are left to the container's init."""
     try:
         with open(pid_path) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return {}
-    tree = process_tree(pid)
-    for p in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGSTOP)
-    tree = process_tree(pid)
-    killed = {p: st[1] for p in tree if (st := _stat(p)) is not None and st[0] != "Z"}
-    for p in reversed(tree):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
-    return killed
-
+    killed: dict[int, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stats = {p: st for p in process_tree(pid) if (st := _stat(p)) is not None}
+        alive = {p: st for p, st in stats.items() if st[0] != "Z"}
+        if not alive:
+            return killed
+        late = loop.time() > deadline
+        # a parent waits while it has children, dead (to reap) or alive (to be killed first)
+        parents = {st[1] for st in stats.values()}
+        for p, st in alive.items():
+            if late or p not in parents:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+                killed[p] = st[2]
+        if late:
+            return killed
+        await asyncio.sleep(0.01)
 
 async def _gone(procs: dict[int, str], timeout: float) -> None:
     """Wait (bounded) until the killed processes are reaped: a pid is gone, or taken by a
@@ -161,7 +172,7 @@ async def _gone(procs: dict[int, str], timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while procs and loop.time() < deadline:
-        procs = {p: t for p, t in procs.items() if (st := _stat(p)) is not None and st[1] == t}
+        procs = {p: t for p, t in procs.items() if (st := _stat(p)) is not None and st[2] == t}
         if procs:
             await asyncio.sleep(0.02)
 

@@ -42,7 +42,7 @@ from shim.errors import (
     TetherError,
 )
 from shim.images.manager import IMAGE_VOLUMES_DIR
-from shim.oci import conmon, spec
+from shim.oci import conmon, lookup, spec
 from shim.oci.features import HandlerFeatures
 from shim.oci.resources import resources_to_oci
 from shim.oci.runtime import OCIRuntime
@@ -206,6 +206,14 @@ class ContainerManager:
             d.rootfs, self._options(d.handler), target_pid=target_pid,
             device_info=_device_info(config),
         )
+        proc = doc["process"]
+        argv0 = proc["args"][0] if proc.get("args") else ""
+        if not lookup.command_exists(d.rootfs, argv0, proc.get("env", []), proc.get("cwd", "/"),
+                                     [m.container_path for m in config.mounts]):
+            where = "config.command[0]" if config.command else "the image's Entrypoint/Cmd"
+            raise InvalidArgument(
+                f"{where}: {argv0[:128]!r} not found in image {rec.image!r}"
+                + ("" if "/" in argv0 else " (searched its PATH)"))
         d.resources = doc.get("linux", {}).get("resources", {})
         d.cgroup_path = doc.get("linux", {}).get("cgroupsPath", "")
         user = doc["process"]["user"]

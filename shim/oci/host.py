@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from podsandbox import cgroups
+from shim.oci.resources import parse_id_list
 from shim.oci.types import RuntimeOptions
 
 # Capability numbers (linux/capability.h) -> names; the bounding set is a bit mask of these.
@@ -47,6 +48,14 @@ def min_oom_score_adj(caps: frozenset[str]) -> int:
         return 0
 
 
+def _possible(path: str) -> int:
+    try:
+        with open(path) as f:
+            return parse_id_list(f.read())
+    except OSError:
+        return 0
+
+
 def runtime_options(pids_limit: int) -> RuntimeOptions:
     caps = bounding_capabilities()
     layout = cgroups.layout()
@@ -59,4 +68,6 @@ def runtime_options(pids_limit: int) -> RuntimeOptions:
         host_capabilities=caps,
         apparmor_enabled=apparmor_enabled(),
         min_oom_score_adj=min_oom_score_adj(caps),
+        node_cpus=_possible("/sys/devices/system/cpu/possible"),
+        node_mems=_possible("/sys/devices/system/node/possible"),
     )

@@ -18,6 +18,8 @@ from shim.oci.types import PodContext, RuntimeOptions
 # CRI-O's minimum: below it runc's own init may not even start in the cgroup.
 MIN_MEMORY_LIMIT = 12 * 1024 * 1024
 RES = "linux.resources"
+CFS_MIN_US = 1000
+CFS_MAX_PERIOD_US = 1_000_000
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 _PAGE_SIZE = re.compile(r"^[1-9]\d*(KB|MB|GB|TB|PB)$")
 
@@ -54,11 +56,27 @@ def default_device_rules(privileged: bool) -> list[dict[str, Any]]:
     ]
 
 
-def _check_cpuset(value: str, field: str) -> str:
+def _check_cpuset(value: str, field: str, count: int = 0) -> str:
+    """A cpu or memory-node list; with ``count`` (the node's), every id must exist."""
     v = value.strip()
-    if not _CPUSET.match(v):
-        raise InvalidArgument(f"{field}: {value!r} is not a cpu/node list such as '0-3,6'")
+    if not _CPUSET.fullmatch(v):
+        raise InvalidArgument(f"{field}: {value[:64]!r} is not a cpu/node list such as '0-3,6'")
+    for part in v.split(","):
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if first > last:
+            raise InvalidArgument(f"{field}: {part!r} is a range that runs backwards")
+        if count and last >= count:
+            raise InvalidArgument(f"{field}: {last} is not on this node (it has 0-{count - 1})")
     return v
+
+
+def parse_id_list(text: str) -> int:
+    """``/sys/devices/system/cpu/possible`` style ``0-3,6``: the highest id + 1 (0: unknown)."""
+    try:
+        return max(int(p.rpartition("-")[2]) for p in text.strip().split(",")) + 1
+    except ValueError:
+        return 0
 
 
 def _mib(n: int) -> str:
@@ -73,6 +91,13 @@ def resources_to_oci(
     cpu: dict[str, Any] = {}
     if res.cpu_shares < 0 or res.cpu_period < 0 or res.cpu_quota < -1:
         raise InvalidArgument(f"{RES}: negative cpu_shares, cpu_period or cpu_quota")
+    # the kernel's CFS bounds (kernel/sched/core.c): period 1 ms..1 s, quota at least 1 ms
+    if res.cpu_period and not CFS_MIN_US <= res.cpu_period <= CFS_MAX_PERIOD_US:
+        raise InvalidArgument(f"{RES}.cpu_period: {res.cpu_period} µs is outside "
+                              f"{CFS_MIN_US}..{CFS_MAX_PERIOD_US}")
+    if res.cpu_quota > 0 and res.cpu_quota < CFS_MIN_US:
+        raise InvalidArgument(f"{RES}.cpu_quota: {res.cpu_quota} µs is below {CFS_MIN_US} "
+                              "(-1 or 0: no quota)")
     if res.cpu_shares:
         cpu["shares"] = res.cpu_shares
     if res.cpu_quota:
@@ -80,9 +105,9 @@ def resources_to_oci(
     if res.cpu_period:
         cpu["period"] = res.cpu_period
     if res.cpuset_cpus:
-        cpu["cpus"] = _check_cpuset(res.cpuset_cpus, f"{RES}.cpuset_cpus")
+        cpu["cpus"] = _check_cpuset(res.cpuset_cpus, f"{RES}.cpuset_cpus", runtime.node_cpus)
     if res.cpuset_mems:
-        cpu["mems"] = _check_cpuset(res.cpuset_mems, f"{RES}.cpuset_mems")
+        cpu["mems"] = _check_cpuset(res.cpuset_mems, f"{RES}.cpuset_mems", runtime.node_mems)
     if cpu:
         out["cpu"] = cpu
 

@@ -47,6 +47,9 @@ class RuntimeOptions:
     seccomp_profile_root: str = "/var/lib/kubelet/seccomp"
     # The handler can make recursive read-only mounts (shim.oci.features).
     recursive_read_only: bool = False
+    # CPUs and memory nodes this node can have (highest id + 1; 0: unknown), for cpusets
+    node_cpus: int = 0
+    node_mems: int = 0
 
 
 @dataclass(frozen=True)

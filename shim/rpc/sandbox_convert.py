@@ -25,16 +25,25 @@ _SUFFIX = {
     None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }
+# The bandwidth plugin takes rates in bit/s as 64-bit numbers; the kubelet caps at 1 Pbit/s.
+MAX_BANDWIDTH = 10**15
+# resolv.conf: one DNS name per search entry (RFC 1123 labels), options as "name[:value]".
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+_DNS_OPTION = re.compile(r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_.-]{1,64})?$")
 INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
 
 
 def parse_quantity(text: str, field: str) -> int:
     """A Kubernetes quantity (``10M``, ``1Gi``) as an integer."""
-    m = _QUANTITY.match(text.strip())
+    m = _QUANTITY.fullmatch(text.strip())
     if not m:
-        raise InvalidArgument(f"{field}: {text!r} is not a quantity such as '10M'")
-    return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+        raise InvalidArgument(f"{field}: {text[:64]!r} is not a quantity such as '10M'")
+    value = int(float(m.group(1)) * _SUFFIX[m.group(2)])
+    if not 0 < value <= MAX_BANDWIDTH:
+        raise InvalidArgument(f"{field}: {text[:64]!r} is out of range (1 bit/s to 1P)")
+    return value
 
 
 def bandwidth(annotations: dict[str, str]) -> Bandwidth | None:
@@ -75,8 +84,11 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
         raise InvalidArgument(f"config.hostname: {cfg.hostname!r} is not a valid hostname")
     modes = _modes(cfg.linux.security_context.namespace_options)
     ports = []
+    taken: dict[tuple[str, str, int], int] = {}
     for i, p in enumerate(cfg.port_mappings):
         field = f"config.port_mappings[{i}]"
+        if p.protocol not in _PROTOCOLS:
+            raise InvalidArgument(f"{field}.protocol: unknown value {p.protocol}")
         if not 0 < p.container_port < 65536:
             raise InvalidArgument(f"{field}.container_port: {p.container_port} out of range")
         if not 0 <= p.host_port < 65536:
@@ -86,6 +98,13 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
                 ipaddress.ip_address(p.host_ip)
             except ValueError:
                 raise InvalidArgument(f"{field}.host_ip: {p.host_ip!r} is not an IP") from None
+        if p.host_port:
+            key = (p.host_ip, _PROTOCOLS[p.protocol], p.host_port)
+            if key in taken:
+                raise InvalidArgument(
+                    f"{field}.host_port: {p.host_port}/{key[1]} is already mapped by "
+                    f"config.port_mappings[{taken[key]}]")
+            taken[key] = i
         ports.append(PortMapping(p.container_port, p.host_port, _PROTOCOLS[p.protocol],
                                  p.host_ip))
     dns = None
@@ -95,9 +114,22 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
                 ipaddress.ip_address(s)
             except ValueError:
                 raise InvalidArgument(
-                    f"config.dns_config.servers[{i}]: {s!r} is not an IP address") from None
+                    f"config.dns_config.servers[{i}]: {s[:64]!r} is not an IP address") from None
+        # a newline would add lines of the client's to the pod's resolv.conf
+        for i, s in enumerate(cfg.dns_config.searches):
+            if not _DNS_NAME.fullmatch(s):
+                raise InvalidArgument(
+                    f"config.dns_config.searches[{i}]: {s[:64]!r} is not a DNS name")
+        for i, s in enumerate(cfg.dns_config.options):
+            if not _DNS_OPTION.fullmatch(s):
+                raise InvalidArgument(
+                    f"config.dns_config.options[{i}]: {s[:64]!r} is not a resolv.conf option")
         dns = DNSConfig(tuple(cfg.dns_config.servers), tuple(cfg.dns_config.searches),
                         tuple(cfg.dns_config.options))
+    if cfg.log_directory and (not cfg.log_directory.startswith("/") or
+                              ".." in cfg.log_directory.split("/") or "\0" in cfg.log_directory):
+        raise InvalidArgument(f"config.log_directory: {cfg.log_directory[:128]!r} must be an "
+                              "absolute path without '..'")
     annotations = dict(cfg.annotations)
     return SandboxSpec(
         name=md.name,

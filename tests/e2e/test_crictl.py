@@ -46,8 +46,9 @@ class Crictl:
     def out(self, *args: str) -> str:
         return self.run(*args).stdout
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.out(*args, "-o", "json"))
+    def json(self, command: str, *args: str) -> Any:
+        # options before the positional arguments, as crictl's parser wants them
+        return json.loads(self.out(command, "-o", "json", *args))
 
     def write(self, name: str, doc: dict[str, Any]) -> str:
         path = self.work / name
@@ -173,13 +174,17 @@ def test_containers_create_start_ps_inspect_exec_stop_rm(crictl: Crictl) -> None
                                                       labels={"app": "web"}), pod).strip()
     assert crictl.out("ps", "-a", "-q", "--state", "created").split() == [cid]
     crictl.run("start", cid)
-    other = crictl.out("run", crictl.ctr_config("job", ["sh", "-c", "echo done"]), pod).strip()
+    # `crictl run` makes a pod of its own from the pod config, then the container in it
+    other = crictl.out("run", crictl.ctr_config("job", ["sh", "-c", "echo done"]),
+                       crictl.pod_config("ctrs-run")).strip()
     assert re.fullmatch(r"[0-9a-f]{64}", other)
+    run_pod = crictl.out("pods", "-q", "--name", "ctrs-run").strip()
     table = crictl.out("ps")
     assert "web" in table and "Running" in table
     assert crictl.out("ps", "-q", "--name", "web").split() == [cid]
     assert crictl.out("ps", "-q", "--label", "app=web").split() == [cid]
-    assert set(crictl.out("ps", "-a", "-q", "--pod", sid).split()) == {cid, other}
+    assert crictl.out("ps", "-a", "-q", "--pod", sid).split() == [cid]
+    assert crictl.out("ps", "-a", "-q", "--pod", run_pod).split() == [other]
     doc = crictl.json("inspect", cid)
     assert doc["status"]["state"] == "CONTAINER_RUNNING"
     assert doc["status"]["image"]["image"] == BUSYBOX
@@ -198,14 +203,15 @@ def test_containers_create_start_ps_inspect_exec_stop_rm(crictl: Crictl) -> None
     out = crictl.out("rm", cid, other)
     assert cid in out and other in out
     assert crictl.out("ps", "-a", "-q") == ""
-    crictl.run("rmp", "-f", sid)
+    crictl.run("rmp", "-f", sid, run_pod)
 
 
 def test_logs_tail_since_timestamps_follow_previous(crictl: Crictl) -> None:
     pod = crictl.pod_config("logs")
     sid = crictl.out("runp", pod).strip()
-    first = crictl.out("run", crictl.ctr_config(
+    first = crictl.out("create", sid, crictl.ctr_config(
         "talk", ["sh", "-c", "echo one; echo two >&2; echo three"]), pod).strip()
+    crictl.run("start", first)
     deadline = time.monotonic() + 20
     while crictl.json("inspect", first)["status"]["state"] != "CONTAINER_EXITED":
         assert time.monotonic() < deadline
@@ -221,8 +227,8 @@ def test_logs_tail_since_timestamps_follow_previous(crictl: Crictl) -> None:
     # -f returns when the container has exited
     assert crictl.run("logs", "-f", first, timeout=20).stdout.split() == ["one", "three"]
     # attempt 1 of the same container; -p shows attempt 0's log
-    second = crictl.out("run", crictl.ctr_config("talk", ["sh", "-c", "echo again"],
-                                                 attempt=1), pod).strip()
+    second = crictl.out("create", sid, crictl.ctr_config("talk", ["sh", "-c", "echo again"],
+                                                         attempt=1), pod).strip()
     prev = crictl.run("logs", "-p", second)
     assert prev.stdout.split() == ["one", "three"], prev
     crictl.run("rmp", "-f", sid)
@@ -231,8 +237,9 @@ def test_logs_tail_since_timestamps_follow_previous(crictl: Crictl) -> None:
 def test_stats_statsp_metricsp_metricdescs(crictl: Crictl) -> None:
     pod = crictl.pod_config("stats")
     sid = crictl.out("runp", pod).strip()
-    cid = crictl.out("run", crictl.ctr_config("busy", ["sh", "-c", "while :; do :; done"]),
+    cid = crictl.out("create", sid, crictl.ctr_config("busy", ["sh", "-c", "while :; do :; done"]),
                      pod).strip()
+    crictl.run("start", cid)
     time.sleep(1.5)
     stats = crictl.json("stats", "--id", cid)
     (s,) = stats["stats"]

@@ -135,7 +135,9 @@ dynamic_busybox() {
   deb=$(ls "$d"/busybox_*.deb 2>/dev/null | head -1 || true)
   if [ -z "$deb" ]; then
     chown _apt "$d" 2>/dev/null || true
-    (cd "$d" && apt-get download -q busybox >/dev/null) || die "apt-get download busybox failed"
+    (cd "$d" && apt-get download -q busybox >/dev/null 2>&1) \
+      || { apt-get update -qq >&2 && (cd "$d" && apt-get download -q busybox >/dev/null); } \
+      || die "apt-get download busybox failed"
     deb=$(ls "$d"/busybox_*.deb | head -1)
   fi
   dpkg-deb -x "$deb" "$WORK/busybox-deb"

@@ -126,15 +126,22 @@ def test_partial_lines_are_marked_p(ctr: Ctr) -> None:
     assert "".join(t for _, _, t in lines) == "a" * 20000
 
 
-def test_missing_binary_is_container_cannot_run(ctr: Ctr) -> None:
+def test_missing_binary_refused_at_create_and_one_that_cannot_run(ctr: Ctr) -> None:
     sid, pcfg = ctr.pod()
-    cid = ctr.create(sid, pcfg, "broken", ["/no/such/binary"])
+    for cmd in (["/no/such/binary"], ["no-such-tool"], [""]):
+        with pytest.raises(grpc.RpcError) as e:
+            ctr.create(sid, pcfg, "missing", cmd)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, cmd
+        assert "config.command[0]" in (e.value.details() or ""), cmd
+    assert not ctr.rt.ListContainers(pb.ListContainersRequest()).containers
+    # there, but not executable: only the runtime can tell
+    cid = ctr.create(sid, pcfg, "broken", ["/etc/passwd"])
     with pytest.raises(grpc.RpcError):
         ctr.rt.StartContainer(pb.StartContainerRequest(container_id=cid))
     st = ctr.status(cid).status
     assert st.state == pb.CONTAINER_EXITED
     assert st.reason == "ContainerCannotRun"
-    assert "binary" in st.message or "no such file" in st.message.lower()
+    assert "permission denied" in st.message.lower()
 
 
 def test_stop_with_stop_signal_then_kill(ctr: Ctr) -> None:

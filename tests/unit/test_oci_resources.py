@@ -174,3 +174,24 @@ def test_default_device_rules() -> None:
     for dev in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)):
         assert ("c", *dev) in allowed
     assert ("c", 136, None) in allowed
+
+
+def test_kernel_bounds_refused_at_the_edge() -> None:
+    from shim.oci.resources import parse_id_list
+
+    opts = RuntimeOptions(node_cpus=2, node_mems=1)
+    for res, field in (
+        (pb.LinuxContainerResources(cpu_period=1), "cpu_period"),
+        (pb.LinuxContainerResources(cpu_period=2_000_000), "cpu_period"),
+        (pb.LinuxContainerResources(cpu_period=100000, cpu_quota=1), "cpu_quota"),
+        (pb.LinuxContainerResources(cpuset_cpus="0-99999"), "cpuset_cpus"),
+        (pb.LinuxContainerResources(cpuset_cpus="1-0"), "cpuset_cpus"),
+        (pb.LinuxContainerResources(cpuset_mems="1"), "cpuset_mems"),
+        (pb.LinuxContainerResources(cpuset_cpus="0,\n1"), "cpuset_cpus"),
+    ):
+        with pytest.raises(InvalidArgument, match=field):
+            resources_to_oci(res, opts)
+    ok = resources_to_oci(pb.LinuxContainerResources(cpu_period=100000, cpu_quota=-1,
+                                                     cpuset_cpus="0-1", cpuset_mems="0"), opts)
+    assert ok["cpu"] == {"quota": -1, "period": 100000, "cpus": "0-1", "mems": "0"}
+    assert parse_id_list("0-3,6\n") == 7 and parse_id_list("0") == 1 and parse_id_list("") == 0

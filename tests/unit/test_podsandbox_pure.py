@@ -4,6 +4,7 @@ command line, and the CRI request conversion."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,39 @@ def test_spec_from_request_errors() -> None:
     req.config.port_mappings.append(pb.PortMapping(container_port=0))
     with pytest.raises(InvalidArgument, match=r"port_mappings\[0\].container_port"):
         conv.spec_from_request(req, "runc")
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda c: c.port_mappings.append(pb.PortMapping(container_port=80, protocol=99)),
+     r"port_mappings\[0\].protocol"),
+    (lambda c: c.port_mappings.extend([pb.PortMapping(container_port=80, host_port=8080),
+                                       pb.PortMapping(container_port=81, host_port=8080)]),
+     r"port_mappings\[1\].host_port: 8080/tcp is already mapped by config.port_mappings\[0\]"),
+    (lambda c: c.dns_config.searches.append("ok.svc\nnameserver 6.6.6.6"),
+     r"dns_config.searches\[0\]"),
+    (lambda c: c.dns_config.options.append("ndots:5\noptions evil"), r"dns_config.options\[0\]"),
+    (lambda c: c.annotations.update({"kubernetes.io/ingress-bandwidth":
+                                     "99999999999999999999999E"}), "out of range"),
+    (lambda c: c.annotations.update({"kubernetes.io/egress-bandwidth": "10 M"}),
+     "not a quantity"),
+    (lambda c: setattr(c, "log_directory", "relative/logs"), "config.log_directory"),
+    (lambda c: setattr(c, "log_directory", "/var/log/pods/../../etc"), "config.log_directory"),
+    (lambda c: setattr(c, "hostname", "good\n"), "config.hostname"),
+])
+def test_hostile_pod_configs_are_refused(change: Any, field: str) -> None:
+    req = _request()
+    change(req.config)
+    with pytest.raises(InvalidArgument, match=field):
+        conv.spec_from_request(req, "runc")
+
+
+def test_same_host_port_on_other_protocols_or_ips_is_fine() -> None:
+    req = _request()
+    req.config.port_mappings.extend([
+        pb.PortMapping(container_port=53, host_port=53, protocol=pb.UDP),
+        pb.PortMapping(container_port=53, host_port=53, protocol=pb.TCP),
+        pb.PortMapping(container_port=54, host_port=53, protocol=pb.TCP, host_ip="127.0.0.1"),
+    ])
+    req.config.dns_config.searches.extend(["default.svc.cluster.local", "cluster.local."])
+    req.config.dns_config.options.extend(["ndots:5", "edns0", "timeout:2"])
+    assert len(conv.spec_from_request(req, "runc").port_mappings) == 3
