@@ -4,7 +4,7 @@ VENV ?= $(or $(TETHER_VENV),.venv)
 ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: deps run test lint proto images
+.PHONY: deps run test fuzz lint proto images
 
 deps:          ## Debian packages + venv with the project and its test tools
 	bash scripts/install-deps.sh
@@ -14,6 +14,10 @@ run:           ## deps, default CNI network if none, then the daemon (flags: RUN
 
 test:          ## deps, lint, then pytest in a private netns (pytest args: ARGS='-k foo')
 	bash scripts/test.sh $(ARGS)
+
+fuzz:          ## the CRI fuzzer, longer and with fresh randomness (FUZZ_EXAMPLES=N, default 3000)
+	TETHER_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),3000) TETHER_SKIP_LINT=1 \
+	  bash scripts/test.sh tests/integration/test_fuzz.py $(ARGS)
 
 lint:          ## ruff + mypy
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cni.manager import CNIManager
@@ -24,7 +24,13 @@ from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
 from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
 from shim import log
 from shim.config import Config
-from shim.errors import AlreadyExists, InvalidArgument, NotFound, TetherError
+from shim.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    TetherError,
+)
 from shim.store import SandboxRecord, Store
 
 Hook = Callable[[SandboxRecord], Any]
@@ -55,6 +61,18 @@ class SandboxManager:
     # --- lookups -----------------------------------------------------------------------
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def ready(self, sandbox_id: str) -> AsyncIterator[SandboxRecord]:
+        """Hold the pod's lock while it is READY: what is done inside (a container created
+        or started in it) cannot interleave with its stop or removal, which take the same
+        lock. FailedPrecondition when the pod is not ready; NotFound when unknown."""
+        pod = self.get(sandbox_id)
+        async with self._lock(pod.id):
+            pod = self.get(pod.id)
+            if pod.state != State.READY.value:
+                raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+            yield pod
 
     def resolve(self, id_or_prefix: str) -> str | None:
         return self.store.sandboxes.resolve(id_or_prefix)

@@ -15,14 +15,43 @@ import grpc
 import structlog
 
 from shim import log, metrics
-from shim.errors import TetherError
+from shim.errors import InvalidArgument, TetherError
 
 # Request fields worth a place in the log line, when the message has them.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
 
 
+class Undecodable:
+    """A request body that did not decode (bad UTF-8 in a string field, truncated bytes):
+    answered InvalidArgument by the handler wrapper instead of grpcio's own UNKNOWN."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # DecodeError and kin: whatever the parser raises
+            return Undecodable(e)
+
+    return decode
+
+
+def _undecodable(request: Any) -> InvalidArgument | None:
+    if isinstance(request, Undecodable):
+        return InvalidArgument(f"request: not a valid protobuf message ({request.error})")
+    return None
+
+
 def _ids(request: Any) -> dict[str, str]:
     out: dict[str, str] = {}
+    if isinstance(request, Undecodable):
+        return out
     fields = request.DESCRIPTOR.fields_by_name
     for name in _ID_FIELDS:
         if name in fields:
@@ -94,6 +123,8 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _Call(method, request, context)
         try:
+            if (bad := _undecodable(request)) is not None:
+                raise bad
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -109,6 +140,8 @@ def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(method, request, context)
         try:
+            if (bad := _undecodable(request)) is not None:
+                raise bad
             async for item in behavior(request, context):
                 yield item
         except grpc.aio.AbortError:
@@ -143,13 +176,13 @@ class Interceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         else:

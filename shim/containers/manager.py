@@ -26,10 +26,10 @@ from google.protobuf import json_format
 
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
-from podsandbox.types import Mode, Process, SandboxDetails, State
+from podsandbox.types import Mode, Process, SandboxDetails
 from shim import log
 from shim.config import Config
-from shim.containers import exec_sync, logs
+from shim.containers import exec_sync
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
 from shim.errors import (
@@ -50,9 +50,7 @@ from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
 from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
-TERMINATION_MESSAGE_LIMIT = 4096
-PATH_ANNOTATION = "io.kubernetes.container.terminationMessagePath"
-POLICY_ANNOTATION = "io.kubernetes.container.terminationMessagePolicy"
+MESSAGE_LIMIT = 4096
 
 
 REOPEN_WAIT = 5.0
@@ -109,9 +107,13 @@ class ContainerManager:
     # --- create --------------------------------------------------------------------------
     async def create(self, sandbox_id: str, config: pb.ContainerConfig,
                      sandbox_config: pb.PodSandboxConfig) -> str:
-        pod = self.sandboxes.get(sandbox_id)
-        if pod.state != State.READY.value:
-            raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+        # under the pod's lock: a StopPodSandbox meanwhile either comes first (and this is
+        # refused) or sees the new container and stops it
+        async with self.sandboxes.ready(sandbox_id) as pod:
+            return await self._create(pod, config, sandbox_config)
+
+    async def _create(self, pod: SandboxRecord, config: pb.ContainerConfig,
+                      sandbox_config: pb.PodSandboxConfig) -> str:
         if not config.metadata.name:
             raise InvalidArgument("config.metadata.name: required")
         if not config.image.image:
@@ -135,8 +137,6 @@ class ContainerManager:
             log_path=self._log_path(pd, config, cid),
             tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
             stop_signal=_stop_signal(config, image.config.stop_signal),
-            termination_message_path=annotations.get(PATH_ANNOTATION, "/dev/termination-log"),
-            termination_message_policy=annotations.get(POLICY_ANNOTATION, "File"),
             mounts=[json_format.MessageToDict(m, preserving_proto_field_name=True)
                     for m in config.mounts],
             config_json=json_format.MessageToJson(config, indent=None),
@@ -179,8 +179,8 @@ class ContainerManager:
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
         config = await self._image_volumes(rec, d, config)
-        files = ImageFiles(passwd=_read_small(os.path.join(d.rootfs, "etc/passwd")),
-                           group=_read_small(os.path.join(d.rootfs, "etc/group")))
+        files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
+                           group=_read_image_file(d.rootfs, "/etc/group"))
         reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
         for i, m in enumerate(config.mounts):
             if m.host_path and not os.path.exists(m.host_path):
@@ -201,9 +201,10 @@ class ContainerManager:
                     f"linux.security_context.namespace_options.target_id: container "
                     f"{ns.target_id!r} is not running in this pod")
             target_pid = td.pid.pid
-        doc = spec.generate(
-            rec.id, config, sandbox_config, self._pod_context(pod, pd), image.config, files,
-            d.rootfs, self._options(d.handler), target_pid=target_pid,
+        # off the event loop: it reads files a request names (a Localhost seccomp profile)
+        doc = await asyncio.to_thread(
+            spec.generate, rec.id, config, sandbox_config, self._pod_context(pod, pd),
+            image.config, files, d.rootfs, self._options(d.handler), target_pid=target_pid,
             device_info=_device_info(config),
         )
         proc = doc["process"]
@@ -288,7 +289,9 @@ class ContainerManager:
     # --- start ---------------------------------------------------------------------------
     async def start(self, id_or_prefix: str) -> None:
         rec = self.get(id_or_prefix)
-        async with self._lock(rec.id):
+        # never in a pod that is being stopped or removed, or is gone (lock order: pod, then
+        # container, as StopPodSandbox takes them)
+        async with self.sandboxes.ready(rec.sandbox_id), self._lock(rec.id):
             rec = self.get(rec.id)
             if rec.state != CState.CREATED.value:
                 raise FailedPrecondition(
@@ -329,7 +332,7 @@ class ContainerManager:
         rec.exit_code = 128
         rec.finished_at = time.time_ns()
         d.reason = "ContainerCannotRun"
-        d.message = e.message[:TERMINATION_MESSAGE_LIMIT]
+        d.message = e.message[:MESSAGE_LIMIT]
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
 
@@ -407,7 +410,11 @@ class ContainerManager:
         oom = os.path.exists(os.path.join(d.bundle, "oom")) or (
             bool(d.cgroup_path) and cgroup_stats.oom_kills(d.cgroup_path, self._cgroups) > 0)
         d.reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
-        d.message = self._termination_message(d, code)
+        # The termination message is the kubelet's: it reads the file it mounted (and the
+        # log's tail for FallbackToLogsOnError) and appends it to ours. So, like containerd,
+        # Tether says only what it has to say itself; and it never follows a path the
+        # container controls.
+        d.message = ""
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
         if oom:
@@ -420,17 +427,6 @@ class ContainerManager:
         ev = self._exited.get(cid)
         if ev is not None:
             ev.set()
-
-    def _termination_message(self, d: ContainerDetails, code: int) -> str:
-        text = ""
-        path = d.termination_message_path
-        if path:
-            host = _host_file_for(path, d)
-            if host:
-                text = _read_small(host, TERMINATION_MESSAGE_LIMIT)
-        if not text and d.termination_message_policy == "FallbackToLogsOnError" and code != 0:
-            text = logs.tail(d.log_path, TERMINATION_MESSAGE_LIMIT)
-        return text
 
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
         ev = self._exited.setdefault(cid, asyncio.Event())
@@ -624,12 +620,25 @@ def _stop_signal(config: pb.ContainerConfig, image_signal: str) -> str:
     return image_signal or "SIGTERM"
 
 
-def _read_small(path: str, limit: int = 1 << 20) -> str:
+def _read_image_file(rootfs: str, path: str, limit: int = 1 << 20) -> str:
+    """A small file of the image (its /etc/passwd): links resolved inside the rootfs, never
+    to the host's files; only a regular file, opened non-blocking, at most ``limit`` bytes.
+    "" when there is none."""
+    host = lookup.resolve_in_root(rootfs, path)
+    if host is None:
+        return ""
     try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode(errors="replace")
+        fd = os.open(host, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, limit).decode(errors="replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
@@ -637,19 +646,6 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump(doc, f)
     os.replace(tmp, path)
-
-
-def _host_file_for(container_path: str, d: ContainerDetails) -> str:
-    """Where a file the container wrote at ``container_path`` lives on the host: a CRI mount
-    covering it, else the container's writable layer."""
-    for m in d.mounts:
-        cp = m.get("container_path", "")
-        if cp and container_path == cp:
-            return str(m.get("host_path", ""))
-        if cp and container_path.startswith(cp.rstrip("/") + "/"):
-            return os.path.join(m.get("host_path", ""), os.path.relpath(container_path, cp))
-    upper = os.path.join(d.container_dir, "upper", container_path.lstrip("/"))
-    return upper if os.path.exists(upper) else ""
 
 
 def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:

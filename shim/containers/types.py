@@ -34,8 +34,6 @@ class ContainerDetails:
     reason: str = ""
     message: str = ""
     stop_signal: str = "SIGTERM"
-    termination_message_path: str = ""
-    termination_message_policy: str = "File"
     mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI mounts, as given
     resources: dict[str, Any] = field(default_factory=dict)  # OCI linux.resources in force
     cgroup_path: str = ""  # linux.cgroupsPath: relative to each hierarchy's root

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -448,6 +449,40 @@ def default_profile(capabilities: frozenset[str] = frozenset(), arch: str = "") 
 # ------------------------------------------------------------------------------ Localhost
 
 
+MAX_PROFILE = 1 << 20  # bytes: real profiles are tens of KiB
+
+
+def read_profile(path: str, limit: int = MAX_PROFILE) -> str:
+    """The profile's text. Opened non-blocking (a FIFO or device never stalls the caller),
+    refused unless a regular file, read at most ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise InvalidArgument(f"seccomp profile {path}: no such file") from None
+    except OSError as e:
+        raise InvalidArgument(f"seccomp profile {path}: cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidArgument(f"seccomp profile {path}: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"seccomp profile {path}: not a regular file")
+        if st.st_size > limit:
+            raise InvalidArgument(f"seccomp profile {path}: {st.st_size} bytes, over the "
+                                  f"{limit}-byte limit")
+        data = os.read(fd, limit + 1)
+    except OSError as e:
+        raise InvalidArgument(f"seccomp profile {path}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InvalidArgument(f"seccomp profile {path}: over the {limit}-byte limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"seccomp profile {path}: not UTF-8: {e}") from None
+
+
 def load_localhost(
     path: str,
     capabilities: Iterable[str] = frozenset(),
@@ -465,15 +500,7 @@ def load_localhost(
     Any problem (missing or unreadable file, invalid JSON, unknown action/op/arch/flag, bad
     field type) raises InvalidArgument naming the path and the field.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise InvalidArgument(f"seccomp profile {path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidArgument(f"seccomp profile {path}: is a directory") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidArgument(f"seccomp profile {path}: cannot read: {e}") from None
+    text = read_profile(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -48,7 +48,7 @@ def check_config(cfg: pb.ContainerConfig) -> None:
         if not kv.key or "=" in kv.key or "\0" in kv.key:
             raise InvalidArgument(f"config.envs[{i}].key: {_short(kv.key)} is not a variable "
                                   "name (empty, or has '=' or NUL)")
-        if "\0" in kv.value:
+        if b"\0" in kv.value:  # bytes in the CRI
             raise InvalidArgument(f"config.envs[{i}].value: contains a NUL byte")
     if cfg.stop_signal not in pb.Signal.values():
         raise InvalidArgument(f"config.stop_signal: unknown value {cfg.stop_signal}")

@@ -13,7 +13,15 @@ if TYPE_CHECKING:
     from shim.daemon import Daemon
 
 
+_AUTH_FIELDS = ("username", "password", "auth", "identity_token", "registry_token",
+                "server_address")
+
+
 def credentials(a: pb.AuthConfig) -> Credentials:
+    for name in _AUTH_FIELDS:
+        # they end up in HTTP headers and form bodies: a CR/LF would split them
+        if any(c in getattr(a, name) for c in "\r\n\0"):
+            raise InvalidArgument(f"auth.{name}: contains CR, LF or NUL")
     return Credentials(
         username=a.username,
         password=a.password,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from shim.containers import logs
 from shim.oci import conmon
 from shim.oci.runtime import OCIRuntime
@@ -16,20 +14,6 @@ def test_parse_cri_log_lines() -> None:
     assert logs.parse_line("2026-11-22T20:00:00Z stdout F ") is not None
     assert logs.parse_line("garbage") is None
     assert logs.parse_line("ts other F x") is None
-
-
-def test_tail_joins_partial_lines_and_limits(tmp_path: Path) -> None:
-    log = tmp_path / "c.log"
-    log.write_text("t stdout P ab\nt stdout F cd\nt stderr F boom\n" +
-                   "".join(f"t stdout F line{i}\n" for i in range(200)))
-    text = logs.tail(str(log), 4096, max_lines=3)
-    assert text == "line197\nline198\nline199"
-    assert logs.tail(str(log), 10, max_lines=1000).endswith("line199")
-    assert len(logs.tail(str(log), 10, max_lines=1000).encode()) <= 10
-    short = tmp_path / "s.log"
-    short.write_text("t stdout P ab\nt stdout F cd\n")
-    assert logs.tail(str(short), 100) == "abcd"
-    assert logs.tail(str(tmp_path / "absent"), 100) == ""
 
 
 def test_conmon_argv() -> None:
