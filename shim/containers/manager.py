@@ -322,6 +322,9 @@ class ContainerManager:
                 raise
             rec = self.get(rec.id)  # the exit handler may have recorded an exit meanwhile
             rec.started_at = started_at
+            # the exit file's mtime comes from the kernel's coarse clock, a few ms behind
+            if rec.finished_at and rec.finished_at < started_at:
+                rec.finished_at = started_at
             if rec.state == CState.CREATED.value:
                 rec.state = CState.RUNNING.value
             await self.store.containers.put(rec)
@@ -402,7 +405,7 @@ class ContainerManager:
             self._signal_exit(cid)
             return
         rec.exit_code = code
-        rec.finished_at = finished
+        rec.finished_at = max(finished, rec.started_at)  # mtimes use a coarse clock
         rec.state = CState.EXITED.value
         # conmon writes <persist-dir>/oom when it sees the cgroup's OOM event; the cgroup's
         # own counter (still there: the runtime removes it only at delete) covers an event

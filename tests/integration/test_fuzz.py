@@ -59,6 +59,11 @@ NUMBERS = st.one_of(st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 2**63 - 1, -
                     st.integers(-(2**31), 2**31 - 1))
 
 
+def _repeated(f: d.FieldDescriptor) -> bool:
+    flag = getattr(f, "is_repeated", None)  # protobuf >= 6 (label() is deprecated there)
+    return bool(flag) if flag is not None else f.label == d.FieldDescriptor.LABEL_REPEATED
+
+
 def _field_value(f: d.FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     t = f.type
     if t == d.FieldDescriptor.TYPE_STRING:
@@ -94,7 +99,7 @@ def message(desc: d.Descriptor, depth: int = 0) -> st.SearchStrategy[dict[str, A
             k, v = f.message_type.fields_by_name["key"], f.message_type.fields_by_name["value"]
             fields[f.name] = st.dictionaries(_field_value(k, depth), _field_value(v, depth),
                                              max_size=3)
-        elif f.label == d.FieldDescriptor.LABEL_REPEATED:
+        elif _repeated(f):
             fields[f.name] = st.lists(_field_value(f, depth), max_size=3)
         else:
             fields[f.name] = _field_value(f, depth)
@@ -118,7 +123,7 @@ def _fill(msg: pbmessage.Message, values: dict[str, Any]) -> None:
                     _fill(target[k], item)
                 else:
                     target[k] = item
-        elif f.label == d.FieldDescriptor.LABEL_REPEATED:
+        elif _repeated(f):
             target = getattr(msg, name)
             for item in v:
                 if f.message_type is not None:
@@ -138,7 +143,7 @@ def _confine_images(msg: pbmessage.Message) -> None:
         if f.message_type is None:
             continue
         items = value.values() if f.message_type.GetOptions().map_entry else (
-            value if f.label == d.FieldDescriptor.LABEL_REPEATED else [value])
+            value if _repeated(f) else [value])
         for item in items:
             if isinstance(item, pbmessage.Message):
                 if item.DESCRIPTOR.name == "ImageSpec" and item.image:
