@@ -224,7 +224,11 @@ log "netns $BENCH_NETNS created"
 start_registry
 push_images
 [ "$handler" = crun ] && "$CTD" cgroups-fix
-"$CTD" up      # also writes the shared CNI config into $BENCH_DIR/net.d
+if [ $with_ctd = 1 ]; then
+  "$CTD" up    # also writes the shared CNI config into $BENCH_DIR/net.d
+else
+  "$CTD" config
+fi
 endpoints=()
 [ $with_ctd = 1 ] && endpoints+=("$("$CTD" endpoint)")
 if [ $with_tether = 1 ]; then start_tether; endpoints+=("unix://$TDIR/run/tether.sock"); fi

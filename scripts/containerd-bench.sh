@@ -352,6 +352,7 @@ cgroups_fix() { bash "$(dirname "${BASH_SOURCE[0]}")/cgroups-fix.sh"; }
 
 case "${1:-}" in
   up) up ;;
+  config) write_config ;;  # the CNI config (and containerd's) without starting containerd
   down) down ;;
   purge) purge ;;
   status) status ;;
