@@ -23,9 +23,10 @@ PKGS=(
   iproute2 iptables util-linux containerd                   # netns/veth, nsenter/unshare, reference runtime
   python3 python3-venv zstd jq curl socat file make        # venv, zstd layers, tools
   gcc libc6-dev procps                                      # critest stand-in images (static C, pgrep)
+  prometheus systemd                                        # a real scrape; systemd-analyze verify
 )
 # units shipped by the packages above that must never run on their own
-UNITS=(docker-registry.service containerd.service)
+UNITS=(docker-registry.service containerd.service prometheus.service)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }

@@ -25,6 +25,7 @@ from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
 from shim.interceptor import Interceptor
+from shim.notify import notify
 from shim.oci import features, host
 from shim.socket import SocketGuard
 from shim.store import Store
@@ -115,7 +116,10 @@ class Daemon:
                 metrics=f"{cfg.metrics.address}:{cfg.metrics.port}" if cfg.metrics.enabled else "",
                 pid=os.getpid(),
             )
+            notify("READY=1", f"STATUS=serving CRI on {cfg.server.listen}",
+                   f"MAINPID={os.getpid()}")
             await self._stop.wait()
+            notify("STOPPING=1")
             self.logger.info("shutting down", grace_seconds=cfg.server.shutdown_grace_seconds)
             await server.stop(cfg.server.shutdown_grace_seconds)
         finally:
@@ -132,6 +136,13 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: load the config again; apply what can change live, log the rest."""
+        notify("RELOADING=1")
+        try:
+            self._reload()
+        finally:
+            notify("READY=1")
+
+    def _reload(self) -> None:
         try:
             new = configmod.load(self.sources)
         except configmod.ConfigError as e:
