@@ -131,6 +131,9 @@ def create(relpath: str) -> tuple[list[str], list[str]]:
                     try:
                         os.mkdir(d, 0o755)
                     except FileExistsError:
+                        # made by another pod that may not have given it cpus/mems yet: a
+                        # child copied from an empty cpuset would refuse every task
+                        _copy_cpuset(d)
                         continue
                     if rel not in created:
                         created.append(rel)
