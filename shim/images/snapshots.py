@@ -159,8 +159,8 @@ async def mount_readonly(snapshot_root: str, lowers: list[str], target: str) -> 
     return target
 
 
-def unmount_all_under(directory: str) -> None:
-    """Unmount every mount at or below ``directory`` (deepest first; lazily if busy)."""
+def mounts_under(directory: str) -> list[str]:
+    """Mount points at or below ``directory`` (/proc/self/mountinfo)."""
     prefix = os.path.realpath(directory)
     points = []
     with open("/proc/self/mountinfo") as f:
@@ -168,7 +168,12 @@ def unmount_all_under(directory: str) -> None:
             p = line.split()[4].replace("\\040", " ")
             if p == prefix or p.startswith(prefix + "/"):
                 points.append(p)
-    for p in sorted(set(points), key=len, reverse=True):
+    return points
+
+
+def unmount_all_under(directory: str) -> None:
+    """Unmount every mount at or below ``directory`` (deepest first; lazily if busy)."""
+    for p in sorted(set(mounts_under(directory)), key=len, reverse=True):
         err = _umount(p)
         if err == errno.EBUSY:
             err = _umount(p, MNT_DETACH)

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.critest import (
-    REPO_ROOT,
-    find_tool,
-    judge,
-    load_pending,
-    load_report,
-    missing_tool_message,
-)
+from tests.rig.critest import REPO_ROOT, judge, load_pending, load_report, require_tool
 from tests.rig.node import start_node
 from tests.rig.registry import RegistryServer
 
@@ -54,12 +47,7 @@ def _host_skips() -> dict[str, str]:
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_critest(handler: str, critest_registry: RegistryServer, tmp_path: Path) -> None:
-    critest = find_tool("critest")
-    if critest is None:
-        msg = missing_tool_message("critest")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+    critest = require_tool("critest")
     subnet = "10.90.0.0/24" if handler == "runc" else "10.90.1.0/24"
     node = start_node(tmp_path, critest_registry, bridge=f"ct{handler}0", subnet=subnet)
     out = artifacts_dir()

@@ -6,7 +6,6 @@ public names through the daemon's mirrors. crictl comes from $CRICTL, PATH or
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.rig.critest import find_tool, missing_tool_message
+from tests.rig.critest import require_tool
 from tests.rig.node import Node, start_node
 from tests.rig.registry import RegistryServer
 
@@ -73,12 +72,7 @@ class Crictl:
 @pytest.fixture(scope="module")
 def crictl(critest_registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Crictl]:
-    binary = find_tool("crictl")
-    if binary is None:
-        msg = missing_tool_message("crictl")
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+    binary = require_tool("crictl")
     base = tmp_path_factory.mktemp("crictl")
     node = start_node(base, critest_registry, bridge="e2ecrictl0", subnet="10.91.0.0/24")
     work = base / "work"

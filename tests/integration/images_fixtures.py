@@ -28,6 +28,7 @@ import pytest
 import tomli_w
 
 from shim.cri import api_pb2 as pb
+from shim.images import snapshots
 from tests.rig.daemon import CRIClient, TetherDaemon
 from tests.rig.images import ImageRegistry, PushedImage, push_image
 from tests.rig.tokengate import TokenGate
@@ -48,14 +49,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def mounts_under(path: Path) -> list[str]:
-    prefix = os.fspath(path.resolve())
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == prefix or mp.startswith(prefix + "/"):
-                out.append(mp)
-    return out
+    return snapshots.mounts_under(os.fspath(path))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from shim.cri import api_pb2 as pb
 from shim.cri import api_pb2_grpc
+from shim.images import snapshots
 from tests.integration.images_fixtures import daemon_config
 from tests.integration.test_sandbox import Env, start_env, stop_env
 from tests.rig.images import ImageRegistry
@@ -199,12 +200,6 @@ def _parent(pid: int) -> int:
     return int(stat[stat.rfind(")") + 2:].split()[1])
 
 
-def _mounts_under(path: Path) -> list[str]:
-    p = str(path)
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(p)]
-
-
 @pytest.mark.timeout(1200)
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM,
           suppress_health_check=list(HealthCheck), database=None)
@@ -231,4 +226,5 @@ def test_fuzzing_left_nothing_behind(fuzz_env: Env) -> None:
     kids = [p for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == pid]
     assert kids == [], kids  # no conmon, pause-holder or plugin left running
     root = fuzz_env.daemon.base
-    assert [p for p in _mounts_under(root) if "/containers/" in p or "/ns/" in p] == []
+    left = snapshots.mounts_under(str(root))
+    assert [p for p in left if "/containers/" in p or "/ns/" in p] == []

@@ -43,6 +43,20 @@ def missing_tool_message(name: str) -> str:
     return f"{name} not found ($" + name.upper() + f", PATH, {SHARED_BIN}): {HOW_TO_GET[name]}"
 
 
+def require_tool(name: str) -> str:
+    """The tool's path; without it the test says so in one line: a skip, or under
+    ``CI=true`` a failure (a stage must never pass by not running)."""
+    import pytest
+
+    found = find_tool(name)
+    if found is None:
+        msg = missing_tool_message(name)
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return found
+
+
 # ------------------------------------------------------------------ the report
 
 
