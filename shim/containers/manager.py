@@ -29,7 +29,7 @@ from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
 from shim import log
 from shim.config import Config
-from shim.containers import exec_sync
+from shim.containers import events, exec_sync
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
 from shim.errors import (
@@ -50,10 +50,8 @@ from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
 from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
-MESSAGE_LIMIT = 4096
-
-
-REOPEN_WAIT = 5.0
+MESSAGE_LIMIT = 4096  # bytes of a runtime's error kept in ContainerStatus.message
+REOPEN_WAIT = 5.0  # seconds conmon may take to reopen the log
 
 
 def _inode(path: str) -> tuple[int, int] | None:
@@ -70,6 +68,7 @@ class ContainerManager:
                  features: Mapping[str, HandlerFeatures] | None = None) -> None:
         self.cfg = cfg
         self.features = dict(features or {})
+        self.events = events.EventBus()
         self.store = store
         self.sandboxes = sandboxes
         self.images = images
@@ -224,6 +223,7 @@ class ContainerManager:
         rec.details = d.to_dict()
         rec.state = CState.CREATED.value
         await self.store.containers.put(rec)
+        self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
                              config: pb.ContainerConfig) -> pb.ContainerConfig:
@@ -265,6 +265,14 @@ class ContainerManager:
             m.ClearField("image")
             m.image_sub_path = ""
         return out
+
+    def _publish(self, kind: events.Kind, cid: str, sandbox_id: str) -> None:
+        def make() -> events.ContainerEvent:
+            return events.snapshot(
+                kind, cid, time.time_ns(), self.store.sandboxes.get(sandbox_id),
+                self.store.containers.list(lambda c: c.sandbox_id == sandbox_id))
+
+        self.events.publish(make)
 
     def _options(self, handler: str) -> RuntimeOptions:
         f = self.features.get(handler)
@@ -328,6 +336,7 @@ class ContainerManager:
             if rec.state == CState.CREATED.value:
                 rec.state = CState.RUNNING.value
             await self.store.containers.put(rec)
+            self._publish(events.Kind.STARTED, rec.id, rec.sandbox_id)
 
     async def _cannot_run(self, rec: ContainerRecord, d: ContainerDetails,
                           e: TetherError) -> None:
@@ -338,6 +347,7 @@ class ContainerManager:
         d.message = e.message[:MESSAGE_LIMIT]
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
+        self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
 
     def _monitor_paths(self, cid: str, d: ContainerDetails) -> conmon.MonitorPaths:
         return conmon.MonitorPaths(
@@ -402,6 +412,7 @@ class ContainerManager:
             d.message = "the container monitor exited without recording an exit code"
             rec.details = d.to_dict()
             await self.store.containers.put(rec)
+            self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
             self._signal_exit(cid)
             return
         rec.exit_code = code
@@ -420,6 +431,7 @@ class ContainerManager:
         d.message = ""
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
+        self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
         if oom:
             from shim.containers.metrics import OOM_KILLS
 
@@ -479,6 +491,7 @@ class ContainerManager:
             rec.state = CState.REMOVING.value
             await self.store.containers.put(rec)
             await self._cleanup(rec, ContainerDetails.from_dict(rec.details))
+            self._publish(events.Kind.DELETED, rec.id, rec.sandbox_id)
 
     async def _cleanup(self, rec: ContainerRecord, d: ContainerDetails) -> None:
         """Undo everything a container has on the node; idempotent."""

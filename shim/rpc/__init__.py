@@ -2,6 +2,7 @@
 
 from shim.rpc import (  # noqa: F401  (registration)
     container_create,
+    container_events,
     container_exec_sync,
     container_list,
     container_remove,

@@ -254,3 +254,39 @@ def test_stats_statsp_metricsp_metricdescs(crictl: Crictl) -> None:
     assert cm["containerId"] == cid
     assert "container_memory_working_set_bytes" in {m["name"] for m in cm["metrics"]}
     crictl.run("rmp", "-f", sid)
+
+
+def test_events(crictl: Crictl) -> None:
+    """`crictl events` streams what happens to containers, as JSON objects."""
+    proc = subprocess.Popen(
+        [crictl.binary, "--config", str(crictl.config), "-r", crictl.node.endpoint,
+         "events", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        pod = crictl.pod_config("events")
+        sid = crictl.out("runp", pod).strip()
+        cid = crictl.out("create", sid, crictl.ctr_config("ev", ["true"]), pod).strip()
+        crictl.run("start", cid)
+        deadline = time.monotonic() + 20
+        while crictl.json("inspect", cid)["status"]["state"] != "CONTAINER_EXITED":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        crictl.run("rm", cid)
+        crictl.run("rmp", "-f", sid)
+        time.sleep(0.5)
+    finally:
+        proc.terminate()  # our own child, by pid
+        out, _ = proc.communicate(timeout=10)
+    dec = json.JSONDecoder()
+    events, i = [], 0
+    while i < len(out):
+        if out[i].isspace():
+            i += 1
+            continue
+        obj, i = dec.raw_decode(out, i)
+        events.append(obj)
+    mine = [e for e in events if e.get("containerId") == cid]
+    assert [e.get("containerEventType", "CONTAINER_CREATED_EVENT") for e in mine] == [
+        "CONTAINER_CREATED_EVENT", "CONTAINER_STARTED_EVENT", "CONTAINER_STOPPED_EVENT",
+        "CONTAINER_DELETED_EVENT"], out[:2000]
+    assert mine[0]["podSandboxStatus"]["id"] == sid

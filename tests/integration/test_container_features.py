@@ -235,3 +235,44 @@ def test_cri_metrics(ctr: Ctr) -> None:  # noqa: F811
     assert "eth0" in nets
     stream = list(ctr.rt.StreamPodSandboxMetrics(pb.StreamPodSandboxMetricsRequest()))
     assert sid in {p.pod_sandbox_id for s in stream for p in s.pod_sandbox_metrics}
+
+
+def test_container_events_stream(ctr: Ctr) -> None:  # noqa: F811
+    """GetContainerEvents (evented PLEG): created, started, stopped, deleted, in order, each
+    with the pod's status and the containers' statuses of that moment."""
+    import threading
+
+    stream = ctr.rt.GetContainerEvents(pb.GetEventsRequest())
+    got: list[pb.ContainerEventResponse] = []
+
+    def read() -> None:
+        try:
+            for ev in stream:
+                got.append(ev)
+        except grpc.RpcError:
+            pass  # cancelled at the end
+
+    th = threading.Thread(target=read)
+    th.start()
+    try:
+        sid, pcfg = ctr.pod()
+        time.sleep(0.2)  # the subscription is in place
+        cid = ctr.run(sid, pcfg, "main", ["sh", "-c", "exit 7"])
+        ctr.wait_exit(cid)
+        ctr.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+        deadline = time.monotonic() + 10
+        while len([e for e in got if e.container_id == cid]) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stream.cancel()
+        th.join(10)
+    mine = [e for e in got if e.container_id == cid]
+    assert [e.container_event_type for e in mine] == [
+        pb.CONTAINER_CREATED_EVENT, pb.CONTAINER_STARTED_EVENT, pb.CONTAINER_STOPPED_EVENT,
+        pb.CONTAINER_DELETED_EVENT]
+    assert all(e.pod_sandbox_status.id == sid for e in mine)
+    stopped = mine[2].containers_statuses[0]
+    assert (stopped.id, stopped.state, stopped.exit_code) == (cid, pb.CONTAINER_EXITED, 7)
+    assert mine[0].containers_statuses[0].state == pb.CONTAINER_CREATED
+    assert len(mine[3].containers_statuses) == 0  # gone
+    assert mine[0].created_at <= mine[1].created_at <= mine[2].created_at
