@@ -171,3 +171,74 @@ def kill_all(relpath: str) -> None:
             for pid in f.read().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class PodLimits:
+    """Pod-level limits (UpdatePodSandboxResources); 0 = leave as it is."""
+
+    memory_limit: int = 0  # bytes
+    cpu_shares: int = 0
+    cpu_quota: int = 0  # µs per period; -1: no quota
+    cpu_period: int = 0  # µs
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return None if text in ("", "max") else int(text.split()[0])
+
+
+def shares_to_weight(shares: int) -> int:
+    """cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), as runc converts."""
+    return 1 + ((max(2, min(shares, 262144)) - 2) * 9999) // 262142
+
+
+def set_limits(relpath: str, limits: PodLimits, lay: Layout | None = None) -> None:
+    """Write the limits into the cgroup ``relpath`` (v1 controllers where mounted, else the
+    unified tree). A memory limit below what the pod uses now is refused (InvalidArgument)
+    before anything is written."""
+    lay = lay or layout()
+    v1 = dict(lay.v1)
+    v2 = os.path.join(lay.v2, relpath) if lay.v2 else None
+    writes: list[tuple[str, str]] = []
+    if limits.memory_limit:
+        if "memory" in v1:
+            d = os.path.join(v1["memory"], relpath)
+            usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
+            writes.append((os.path.join(d, "memory.limit_in_bytes"), str(limits.memory_limit)))
+        elif v2:
+            usage = _read_int(os.path.join(v2, "memory.current"))
+            writes.append((os.path.join(v2, "memory.max"), str(limits.memory_limit)))
+        else:
+            usage = None
+        if usage is not None and limits.memory_limit < usage:
+            raise InvalidArgument(
+                f"resources.memory_limit_in_bytes: {limits.memory_limit} is below what the pod "
+                f"uses now ({usage} bytes)")
+    if "cpu" in v1:
+        d = os.path.join(v1["cpu"], relpath)
+        if limits.cpu_shares:
+            writes.append((os.path.join(d, "cpu.shares"), str(limits.cpu_shares)))
+        if limits.cpu_period:
+            writes.append((os.path.join(d, "cpu.cfs_period_us"), str(limits.cpu_period)))
+        if limits.cpu_quota:
+            writes.append((os.path.join(d, "cpu.cfs_quota_us"), str(limits.cpu_quota)))
+    elif v2:
+        if limits.cpu_shares:
+            writes.append((os.path.join(v2, "cpu.weight"),
+                           str(shares_to_weight(limits.cpu_shares))))
+        if limits.cpu_quota or limits.cpu_period:
+            quota = "max" if limits.cpu_quota in (0, -1) else str(limits.cpu_quota)
+            writes.append((os.path.join(v2, "cpu.max"), f"{quota} {limits.cpu_period or 100000}"))
+    for path, value in writes:
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise InvalidArgument(
+                f"resources: the kernel refused {value!r} for {os.path.basename(path)} "
+                f"({e.strerror})") from None

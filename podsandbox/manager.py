@@ -327,6 +327,21 @@ class SandboxManager:
         files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
         await self._forget(rec)
 
+    # --- resources -----------------------------------------------------------------------
+    async def update_resources(self, id_or_prefix: str, limits: cgroups.PodLimits) -> None:
+        """In-place pod resize: the limits on the pod's own cgroup (its cgroup parent, where
+        its containers and pause-holder sit). A pod in Tether's shared default parent has
+        none of its own to resize."""
+        async with self.ready(id_or_prefix) as pod:
+            d = SandboxDetails.from_dict(pod.details)
+            parent = d.cgroup.rsplit("/", 1)[0] if "/" in d.cgroup else ""
+            if not parent or parent == self.own_parent:
+                raise FailedPrecondition(
+                    f"pod sandbox {pod.id} has no cgroup of its own (its config named no "
+                    "cgroup_parent): nothing to resize")
+            await asyncio.get_running_loop().run_in_executor(
+                None, cgroups.set_limits, parent, limits)
+
     # --- liveness ------------------------------------------------------------------------
     def _watch(self, sandbox_id: str, d: SandboxDetails) -> None:
         """Learn of a pause-holder's death at once (pidfd), not by polling /proc."""

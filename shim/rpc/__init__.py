@@ -25,6 +25,7 @@ from shim.rpc import (  # noqa: F401  (registration)
     sandbox_stats,
     sandbox_status,
     sandbox_stop,
+    sandbox_update,
     status,
     version,
 )
