@@ -276,3 +276,52 @@ def test_container_events_stream(ctr: Ctr) -> None:  # noqa: F811
     assert mine[0].containers_statuses[0].state == pb.CONTAINER_CREATED
     assert len(mine[3].containers_statuses) == 0  # gone
     assert mine[0].created_at <= mine[1].created_at <= mine[2].created_at
+
+
+def test_update_pod_sandbox_resources(ctr: Ctr) -> None:  # noqa: F811
+    """In-place pod resize: the limits land on the pod's own cgroup (the kubelet gives each
+    pod a parent of its own); below current usage, or for a pod without one, refused."""
+    from podsandbox import cgroups
+
+    lay = cgroups.layout()
+    parent = f"/tetherresize{os.getpid()}{ctr.handler}"
+    sid, pcfg = ctr.pod("resize", cgroup_parent=parent)
+    cid = ctr.run(sid, pcfg, "main", ["sh", "-c", "head -c 30000000 /dev/zero > /tmp/f; "
+                                                  "sleep 600"])
+    time.sleep(1)
+    rel = parent.strip("/")
+
+    def read(controller: str, v1_file: str, v2_file: str) -> str:
+        v1 = dict(lay.v1)
+        base = os.path.join(v1[controller], rel) if controller in v1 else \
+            os.path.join(lay.v2 or "", rel)
+        return Path(base, v1_file if controller in v1 else v2_file).read_text().strip()
+
+    res = pb.LinuxContainerResources(memory_limit_in_bytes=256 << 20, cpu_shares=512,
+                                     cpu_quota=50000, cpu_period=100000)
+    ctr.rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=sid, resources=res))
+    assert int(read("memory", "memory.limit_in_bytes", "memory.max")) == 256 << 20
+    shares = read("cpu", "cpu.shares", "cpu.weight")
+    assert shares == ("512" if "cpu" in dict(lay.v1) else str(cgroups.shares_to_weight(512)))
+    if "cpu" in dict(lay.v1):
+        assert read("cpu", "cpu.cfs_quota_us", "") == "50000"
+    with pytest.raises(grpc.RpcError) as e:  # the page cache of /tmp/f alone is ~30 MB
+        ctr.rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=sid, resources=pb.LinuxContainerResources(
+                memory_limit_in_bytes=16 << 20)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "below what the pod uses now" in (e.value.details() or "")
+    assert int(read("memory", "memory.limit_in_bytes", "memory.max")) == 256 << 20
+    with pytest.raises(grpc.RpcError) as e:
+        ctr.rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=sid, resources=pb.LinuxContainerResources(cpu_period=1)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ctr.status(cid).status.state == pb.CONTAINER_RUNNING
+    shared, _ = ctr.pod("shared")  # in Tether's default parent, with other pods
+    with pytest.raises(grpc.RpcError) as e:
+        ctr.rt.UpdatePodSandboxResources(pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=shared, resources=res))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+    assert not any(os.path.exists(os.path.join(m, rel)) for m in lay.mountpoints())
