@@ -33,7 +33,7 @@ from tests.integration.images_fixtures import daemon_config
 from tests.integration.test_sandbox import Env, start_env, stop_env
 from tests.rig.images import ImageRegistry
 
-EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("TETHER_FUZZ_EXAMPLES", "300"))
 RANDOM = bool(os.environ.get("TETHER_FUZZ_EXAMPLES"))
 
 ALLOWED = {
