@@ -1,0 +1,73 @@
+"""The import table of docs/architecture (../shared/design/ARCHITECTURE.md): packages import
+downward only. Edges that break it today are listed in tests/unit/import_exceptions.txt,
+each owned by the architecture issue (#14); a new breaking edge fails this test, and so does
+a listed one that is gone (the list only shrinks)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXCEPTIONS = Path(__file__).with_name("import_exceptions.txt")
+PACKAGES = ("shim", "podsandbox", "cni", "bench")
+
+
+def _rules(importer: str, imported: str) -> str | None:
+    """Why ``importer`` (a module) may not import ``imported``; None when it may."""
+    top_from, top_to = importer.split(".")[0], imported.split(".")[0]
+    if top_to not in PACKAGES:
+        return None
+    if top_from == "cni" and top_to != "cni":
+        return "cni imports only itself"
+    if top_from == "podsandbox" and top_to not in ("podsandbox", "cni"):
+        return "podsandbox imports only itself and cni"
+    if top_from == "bench" and top_to == "shim" and not imported.startswith("shim.cri"):
+        return "bench talks CRI (shim.cri) only"
+    if top_from == "shim" and not importer.startswith("shim.rpc") and \
+            imported.startswith("shim.rpc"):
+        return "only shim.rpc is the RPC edge: nothing below imports it"
+    if top_from in ("shim", "podsandbox", "cni") and imported.startswith("shim.cri") and \
+            not importer.startswith(("shim.rpc", "shim.cri", "shim.daemon", "shim.interceptor")):
+        return "protobuf only at the RPC edge"
+    return None
+
+
+def edges() -> set[tuple[str, str, str]]:
+    out = set()
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mod = mod.removesuffix(".__init__")
+            if mod.startswith("shim.cri"):
+                continue  # generated
+            for node in ast.walk(ast.parse(path.read_text())):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                for name in names:
+                    why = _rules(mod, name)
+                    if why:
+                        out.add((mod, name, why))
+    return out
+
+
+def _listed() -> set[tuple[str, str]]:
+    out = set()
+    for line in EXCEPTIONS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            importer, _, imported = line.partition(" -> ")
+            out.add((importer.strip(), imported.strip()))
+    return out
+
+
+def test_no_new_import_breaks_the_layers() -> None:
+    found = {(a, b): why for a, b, why in edges()}
+    listed = _listed()
+    new = sorted(f"{a} -> {b}  ({found[(a, b)]})" for a, b in set(found) - listed)
+    gone = sorted(f"{a} -> {b}" for a, b in listed - set(found))
+    assert not new, "imports that break the layer table:\n" + "\n".join(new)
+    assert not gone, ("fixed, remove from import_exceptions.txt:\n" + "\n".join(gone))
