@@ -107,6 +107,12 @@ class MetricsConfig:
 
 
 @dataclass
+class StreamingConfig:
+    address: str = "127.0.0.1"  # where the Exec/PortForward URLs point (the kubelet proxies)
+    port: int = 0  # 0: an ephemeral port, as CRI-O's default
+
+
+@dataclass
 class LoggingConfig:
     level: str = "info"
     # auto: JSON lines when stderr is not a terminal, console output when it is.
@@ -121,6 +127,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -275,6 +282,14 @@ def validate(cfg: Config) -> None:
     except ValueError as e:
         raise ConfigError(
             f"key 'metrics.address': must be an IP address (got {cfg.metrics.address!r})"
+        ) from e
+    if not 0 <= cfg.streaming.port < 65536:
+        raise ConfigError(f"key 'streaming.port': must be 0..65535 (got {cfg.streaming.port})")
+    try:
+        ipaddress.ip_address(cfg.streaming.address)
+    except ValueError as e:
+        raise ConfigError(
+            f"key 'streaming.address': must be an IP address (got {cfg.streaming.address!r})"
         ) from e
     for key, value in (
         ("paths.root", cfg.paths.root),

@@ -29,6 +29,7 @@ from shim.notify import notify
 from shim.oci import features, host
 from shim.socket import SocketGuard
 from shim.store import Store
+from shim.streaming.server import StreamingServer
 
 
 class Daemon:
@@ -59,6 +60,7 @@ class Daemon:
             cfg, self.store, self.sandboxes, self.images,
             host.runtime_options(cfg.runtime.pids_limit), self.features,
         )
+        self.streaming = StreamingServer(cfg.streaming.address, cfg.streaming.port)
         self._stop = asyncio.Event()
 
     # --- readiness, used by Status -------------------------------------------------------
@@ -95,6 +97,7 @@ class Daemon:
             # Objects made at start live for good: keep the cyclic GC from re-scanning them,
             # which shows as latency spikes on the kubelet's List polling.
             gc.freeze()
+            await self.streaming.start()
             server = grpc.aio.server(interceptors=[Interceptor()])
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(
                 self._servicer("RuntimeService"), server
@@ -123,6 +126,7 @@ class Daemon:
             self.logger.info("shutting down", grace_seconds=cfg.server.shutdown_grace_seconds)
             await server.stop(cfg.server.shutdown_grace_seconds)
         finally:
+            await self.streaming.stop()
             await self.images.close()
             self.store.close()
             guard.release()

@@ -527,8 +527,10 @@ class ContainerManager:
         await asyncio.gather(*(self.remove(cid) for cid in ids))
 
     # --- exec, logs, resources ---------------------------------------------------------------
-    async def exec_sync(self, id_or_prefix: str, cmd: list[str],
-                        timeout: float) -> exec_sync.ExecResult:
+    def exec_target(self, id_or_prefix: str, cmd: list[str], tty: bool
+                    ) -> tuple[str, OCIRuntime, str, dict[str, Any]]:
+        """(container id, its runtime, its bundle, the OCI process) for an exec of ``cmd``:
+        the container's own user, env, cwd, capabilities."""
         rec = self.get(id_or_prefix)
         if rec.state != CState.RUNNING.value:
             raise FailedPrecondition(f"container {rec.id} is {rec.state}, not running")
@@ -537,8 +539,19 @@ class ContainerManager:
         d = ContainerDetails.from_dict(rec.details)
         with open(os.path.join(d.bundle, "config.json")) as f:
             doc = json.load(f)
-        process = spec.exec_process(doc, cmd, tty=False)
-        return await exec_sync.run(self.runtime(d.handler), rec.id, d.bundle, process, timeout)
+        return rec.id, self.runtime(d.handler), d.bundle, spec.exec_process(doc, cmd, tty=tty)
+
+    def attach_target(self, id_or_prefix: str) -> tuple[str, ContainerDetails]:
+        """(container id, its details) of a running container, to attach to."""
+        rec = self.get(id_or_prefix)
+        if rec.state != CState.RUNNING.value:
+            raise FailedPrecondition(f"container {rec.id} is {rec.state}, not running")
+        return rec.id, ContainerDetails.from_dict(rec.details)
+
+    async def exec_sync(self, id_or_prefix: str, cmd: list[str],
+                        timeout: float) -> exec_sync.ExecResult:
+        cid, runtime, bundle, process = self.exec_target(id_or_prefix, cmd, tty=False)
+        return await exec_sync.run(runtime, cid, bundle, process, timeout)
 
     async def reopen_log(self, id_or_prefix: str) -> None:
         rec = self.get(id_or_prefix)

@@ -1,8 +1,10 @@
 """CRI handlers, one module per call (or per small group of calls), registered by name."""
 
 from shim.rpc import (  # noqa: F401  (registration)
+    container_attach,
     container_create,
     container_events,
+    container_exec,
     container_exec_sync,
     container_list,
     container_remove,
@@ -20,6 +22,7 @@ from shim.rpc import (  # noqa: F401  (registration)
     metrics_list,
     runtime_config,
     sandbox_list,
+    sandbox_port_forward,
     sandbox_remove,
     sandbox_run,
     sandbox_stats,

@@ -6,6 +6,7 @@ public names through the daemon's mirrors. crictl comes from $CRICTL, PATH or
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -290,3 +291,149 @@ def test_events(crictl: Crictl) -> None:
         "CONTAINER_CREATED_EVENT", "CONTAINER_STARTED_EVENT", "CONTAINER_STOPPED_EVENT",
         "CONTAINER_DELETED_EVENT"], out[:2000]
     assert mine[0]["podSandboxStatus"]["id"] == sid
+
+
+NGINX = "registry.k8s.io/e2e-test-images/nginx:1.14-2"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_exec_streams_stdin_exit_codes_and_tty(crictl: Crictl) -> None:
+    """crictl exec over SPDY: output, stdin (-i), exit codes, a TTY (-it) with its size."""
+    pod = crictl.pod_config("exec")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("sh", ["sleep", "600"]), pod).strip()
+    crictl.run("start", cid)
+    assert crictl.out("exec", cid, "echo", "streamed").strip() == "streamed"
+    res = subprocess.run([crictl.binary, "--config", str(crictl.config), "-r",
+                          crictl.node.endpoint, "exec", "-i", cid, "sh", "-c",
+                          "tr a-z A-Z; echo done >&2"], input="from stdin\n",
+                         capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout, res.stderr.strip().splitlines()[-1]) == \
+        (0, "FROM STDIN\n", "done")
+    failed = crictl.run("exec", cid, "sh", "-c", "exit 5", check=False)
+    assert failed.returncode != 0 and "exit code 5" in failed.stderr, failed
+    # -t needs a terminal on crictl's side: give it one
+    master, slave = os.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40x100
+    proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
+                             crictl.node.endpoint, "exec", "-it", cid, "sh", "-c",
+                             "sleep 1; stty size; tty; exit 3"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once crictl is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    rc = proc.wait(30)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert "/dev/pts/" in text, text
+    assert re.search(r"^40 100\s*$", text, re.M), text  # stty size: crictl's size, resized
+    assert rc != 0 and "exit code 3" in text, text
+    crictl.run("rmp", "-f", sid)
+
+
+def test_attach(crictl: Crictl) -> None:
+    pod = crictl.pod_config("attach")
+    sid = crictl.out("runp", pod).strip()
+    # stdin_once: the end of the client's input is the end of the container's stdin
+    cid = crictl.out("create", sid, crictl.ctr_config("cat", ["sh", "-c", "cat; echo bye"],
+                                                      stdin=True, stdin_once=True),
+                     pod).strip()
+    crictl.run("start", cid)
+    res = subprocess.run([crictl.binary, "--config", str(crictl.config), "-r",
+                          crictl.node.endpoint, "attach", "-i", cid], input="echoed back\n",
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout == "echoed back\nbye\n", res
+    deadline = time.monotonic() + 20
+    while crictl.json("inspect", cid)["status"]["state"] != "CONTAINER_EXITED":
+        assert time.monotonic() < deadline, "cat never saw the end of its stdin"
+        time.sleep(0.1)
+    # a container created without stdin cannot take any
+    other = crictl.out("create", sid, crictl.ctr_config("nostdin", ["sleep", "600"]),
+                       pod).strip()
+    crictl.run("start", other)
+    refused = crictl.run("attach", "-i", other, check=False)
+    assert refused.returncode != 0 and "stdin" in refused.stderr
+    crictl.run("rmp", "-f", sid)
+
+
+def test_port_forward_http(crictl: Crictl) -> None:
+    crictl.run("pull", NGINX, timeout=120)
+    pod = crictl.pod_config("pf")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("web", [], image=NGINX), pod).strip()
+    crictl.run("start", cid)
+    local = _free_port()
+    proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
+                             crictl.node.endpoint, "port-forward", sid, f"{local}:80"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=5) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "port-forward never answered"
+                time.sleep(0.3)
+        assert "Welcome to nginx!" in body
+        # many connections at once through the one forward
+        import concurrent.futures
+
+        def get(_: int) -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
+                return r.status
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            assert list(pool.map(get, range(20))) == [200] * 20
+    finally:
+        proc.terminate()  # our own child, by pid
+        proc.wait(10)
+    crictl.run("rmp", "-f", sid)
+
+
+def test_streaming_urls_are_one_time(crictl: Crictl) -> None:
+    """A URL's token works once: reused, forged or expired tokens get 404 and run nothing."""
+    import urllib.error
+    import urllib.request
+
+    from shim.cri import api_pb2 as pb
+
+    pod = crictl.pod_config("tokens")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("t", ["sleep", "600"]), pod).strip()
+    crictl.run("start", cid)
+    cri = crictl.node.daemon.client()
+    try:
+        url = cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=["touch", "/ran"],
+                                              stdout=True)).url
+    finally:
+        cri.close()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/exec/[A-Za-z0-9_-]{32}", url), url
+    forged = url[:-4] + "AAAA"
+    for u in (forged, url, url):  # forged, then the real one twice without an upgrade
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(u, method="POST"), timeout=5)
+        assert e.value.code in (400, 404), (u, e.value.code)
+    assert crictl.run("exec", cid, "test", "-e", "/ran", check=False).returncode == 1
+    crictl.run("rmp", "-f", sid)

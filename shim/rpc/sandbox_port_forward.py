@@ -1,0 +1,32 @@
+"""PortForward: a URL on the streaming server for connections to ports inside the pod's
+network namespace (shim.streaming)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from podsandbox.types import Mode, SandboxDetails, State
+from shim.cri import api_pb2 as pb
+from shim.errors import FailedPrecondition, InvalidArgument
+from shim.rpc.registry import rpc
+from shim.streaming.server import PortForwardTarget
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+
+@rpc("PortForward")
+async def port_forward(d: Daemon, req: pb.PortForwardRequest,
+                       ctx: object) -> pb.PortForwardResponse:
+    if not req.pod_sandbox_id:
+        raise InvalidArgument("pod_sandbox_id: required")
+    for i, p in enumerate(req.port):
+        if not 0 < p < 65536:
+            raise InvalidArgument(f"port[{i}]: {p} out of range")
+    rec = d.sandboxes.get(req.pod_sandbox_id)
+    if rec.state != State.READY.value:
+        raise FailedPrecondition(f"pod sandbox {rec.id} is not ready")
+    pd = SandboxDetails.from_dict(rec.details)
+    netns = pd.pins.get("net", "") if pd.modes.get("net") == Mode.POD.value else ""
+    target = PortForwardTarget(rec.id, netns, tuple(req.port))
+    return pb.PortForwardResponse(url=d.streaming.url("portforward", target))

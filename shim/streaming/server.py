@@ -1,0 +1,520 @@
+"""The streaming server the CRI's Exec and PortForward URLs point at (the kubelet proxies
+kubectl to it; crictl connects directly).
+
+Each URL carries a one-time token: random, single use, expiring after a minute, bound to the
+request it was made for (``TokenCache``). The connection is an HTTP/1.1 request upgraded to
+SPDY/3.1 (``Upgrade: SPDY/3.1``) with the Kubernetes stream protocols:
+
+- exec, ``X-Stream-Protocol-Version`` v4/v5.channel.k8s.io (v1-v3 too): streams by their
+  ``streamtype`` header (error, stdin, stdout, stderr, resize); the exit goes on the error
+  stream as a metav1.Status (v4+: ``NonZeroExitCode`` with the ``ExitCode`` cause).
+- port-forward, ``portforward.k8s.io``: a data and an error stream per connection, paired by
+  ``requestID``; the connection is made inside the pod's network namespace.
+
+Not yet: attach, WebSocket transports (see docs/streaming.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import struct
+import tempfile
+import termios
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from podsandbox import kernel
+from shim import log
+from shim.oci.runtime import OCIRuntime
+from shim.streaming.session import Session, Stream
+
+TOKEN_TTL = 60.0
+STREAM_WAIT = 30.0  # how long the client may take to open the streams it asked for
+HEAD_LIMIT = 16 * 1024
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
+                  "v2.channel.k8s.io", "channel.k8s.io")
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+
+
+@dataclass(frozen=True)
+class ExecTarget:
+    container_id: str
+    runtime: OCIRuntime
+    bundle: str
+    process: dict[str, Any]
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+@dataclass(frozen=True)
+class AttachTarget:
+    container_id: str
+    socket: str  # conmon's attach socket (SOCK_SEQPACKET)
+    ctl: str  # conmon's control FIFO (resize)
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+    stdin_once: bool
+
+
+@dataclass(frozen=True)
+class PortForwardTarget:
+    sandbox_id: str
+    netns: str  # "" = the node's network namespace (hostNetwork pods)
+    ports: tuple[int, ...]  # the ports the request named (empty: any)
+
+
+@dataclass
+class TokenCache:
+    ttl: float = TOKEN_TTL
+    _items: dict[str, tuple[float, str, Any]] = field(default_factory=dict)
+
+    def put(self, kind: str, target: Any) -> str:
+        now = time.monotonic()
+        for tok in [t for t, (exp, _, _) in self._items.items() if exp < now]:
+            del self._items[tok]
+        token = secrets.token_urlsafe(24)
+        self._items[token] = (now + self.ttl, kind, target)
+        return token
+
+    def take(self, kind: str, token: str) -> Any | None:
+        """The request the token was made for, once; None when unknown, used or expired."""
+        item = self._items.pop(token, None)
+        if item is None:
+            return None
+        expires, k, target = item
+        if k != kind or expires < time.monotonic():
+            return None
+        return target
+
+
+def _failure(protocol: str, message: str) -> bytes:
+    """An error for the error stream: a metav1.Status from v4 on, plain text before."""
+    if protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
+        return json.dumps({"metadata": {}, "status": "Failure", "message": message,
+                           "reason": "InternalError"}).encode()
+    return message.encode()
+
+
+def _status(code: int) -> bytes:
+    if code == 0:
+        return json.dumps({"metadata": {}, "status": "Success"}).encode()
+    return json.dumps({
+        "metadata": {}, "status": "Failure",
+        "message": f"command terminated with non-zero exit code: error executing command, "
+                   f"exit status {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }).encode()
+
+
+class StreamingServer:
+    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
+        self.address = address
+        self.port = port
+        self.tokens = TokenCache()
+        self.logger = log.get("streaming")
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.address, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.logger.info("streaming server up", address=self.address, port=self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def url(self, kind: str, target: Any) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/{kind}/{self.tokens.put(kind, target)}"
+
+    # --- HTTP ------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        if len(head) > HEAD_LIMIT:
+            return await _reply(writer, 431, "request header too large")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            return await _reply(writer, 400, "bad request line")
+        path = parts[1].split("?", 1)[0]
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers.setdefault(k.strip().lower(), []).extend(
+                    x.strip() for x in v.split(","))
+        segs = path.strip("/").split("/")
+        if len(segs) != 2 or segs[0] not in ("exec", "attach", "portforward"):
+            return await _reply(writer, 404, "not found")
+        kind, token = segs
+        target = self.tokens.take(kind, token)
+        if target is None:
+            return await _reply(writer, 404, "unknown or expired token")
+        if "spdy/3.1" not in [u.lower() for u in headers.get("upgrade", [])]:
+            return await _reply(writer, 400, "only SPDY/3.1 upgrades are served here yet")
+        offered = headers.get("x-stream-protocol-version", [])
+        ours = (PORTFORWARD_PROTOCOL,) if kind == "portforward" else EXEC_PROTOCOLS
+        chosen = next((p for p in offered if p in ours), None)
+        if offered and chosen is None:
+            return await _reply(writer, 403, f"no common protocol (offered {offered})")
+        writer.write(("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                      "Upgrade: SPDY/3.1\r\n"
+                      + (f"X-Stream-Protocol-Version: {chosen}\r\n" if chosen else "")
+                      + "\r\n").encode())
+        await writer.drain()
+        session = Session(reader, writer)
+        reading = asyncio.create_task(session.serve())
+        start = time.monotonic()
+        code: int | str = ""
+        try:
+            if kind == "exec":
+                code = await self._exec(session, target, chosen or "")
+            elif kind == "attach":
+                await self._attach(session, target, chosen or "")
+            else:
+                await self._portforward(session, target)
+        finally:
+            await session.close()
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            self.logger.info("stream session", kind=kind, protocol=chosen or "",
+                             duration_ms=round((time.monotonic() - start) * 1000, 1),
+                             exit_code=code, bytes_in=session.bytes_in,
+                             bytes_out=session.bytes_out)
+
+    # --- exec --------------------------------------------------------------------------------
+    async def _streams(self, session: Session, want: set[str]) -> dict[str, Stream]:
+        got: dict[str, Stream] = {}
+        deadline = time.monotonic() + STREAM_WAIT
+        while not want <= set(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"streams {sorted(want - set(got))} never came")
+            st = await asyncio.wait_for(session.new_streams.get(), left)
+            if st is None:
+                raise ConnectionError("client gone before opening its streams")
+            got[st.header("streamtype")] = st
+        return got
+
+    async def _exec(self, session: Session, t: ExecTarget, protocol: str) -> int:
+        want = {"error"} | {n for n, on in (("stdin", t.stdin), ("stdout", t.stdout),
+                                             ("stderr", t.stderr and not t.tty),
+                                             ("resize", t.tty)) if on}
+        streams = await self._streams(session, want)
+        fd, process_path = tempfile.mkstemp(dir=t.bundle, prefix="exec-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(t.process, f)
+        argv = t.runtime.argv("exec", "--process", process_path, t.container_id)
+        master = -1
+        try:
+            if t.tty:
+                master, slave = os.openpty()
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+                os.close(slave)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.PIPE if t.stdin else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            pumps = [asyncio.create_task(p) for p in self._exec_pumps(session, streams, proc,
+                                                                      master, t)]
+            code = await proc.wait()
+            await asyncio.wait(pumps[:2], timeout=5)  # the output already read is delivered
+            for p in pumps:
+                p.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            if master >= 0:
+                os.close(master)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(process_path)
+        err = streams["error"]
+        if protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
+            await session.send(err, _status(code))
+        elif code:
+            await session.send(err, f"command terminated with exit code {code}".encode())
+        for st in streams.values():
+            await session.close_stream(st)
+        return code
+
+    def _exec_pumps(self, session: Session, streams: dict[str, Stream],
+                    proc: asyncio.subprocess.Process, master: int,
+                    t: ExecTarget) -> list[Coroutine[Any, Any, None]]:
+        loop = asyncio.get_running_loop()
+
+        async def out_pipe(pipe: asyncio.StreamReader | None, name: str) -> None:
+            if pipe is None:
+                return
+            st = streams.get(name)
+            while chunk := await pipe.read(65536):
+                if st is not None:
+                    await session.send(st, chunk)
+
+        async def out_tty() -> None:
+            st = streams.get("stdout")
+            while True:
+                try:
+                    chunk = await loop.run_in_executor(None, os.read, master, 65536)
+                except OSError:  # EIO: the other side is gone
+                    return
+                if not chunk:
+                    return
+                if st is not None:
+                    await session.send(st, chunk)
+
+        async def in_pump() -> None:
+            st = streams.get("stdin")
+            if st is None:
+                return
+            while (data := await st.read()) is not None:
+                if t.tty:
+                    await loop.run_in_executor(None, os.write, master, data)
+                elif proc.stdin is not None:
+                    proc.stdin.write(data)
+                    with contextlib.suppress(ConnectionError):
+                        await proc.stdin.drain()
+            if t.tty:
+                with contextlib.suppress(OSError):
+                    await loop.run_in_executor(None, os.write, master, b"\x04")  # EOF
+            elif proc.stdin is not None:
+                proc.stdin.close()
+
+        async def resize() -> None:
+            st = streams.get("resize")
+            if st is None:
+                return
+            async for width, height in terminal_sizes(st):
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(master, termios.TIOCSWINSZ,
+                                struct.pack("HHHH", height, width, 0, 0))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGWINCH)  # the runtime resizes its pty
+
+        if t.tty:
+            return [out_tty(), _nothing(), in_pump(), resize()]
+        return [out_pipe(proc.stdout, "stdout"), out_pipe(proc.stderr, "stderr"), in_pump()]
+
+    # --- attach ------------------------------------------------------------------------------
+    async def _attach(self, session: Session, t: AttachTarget, protocol: str) -> None:
+        """The container's own stdio through conmon's attach socket: each packet conmon sends
+        starts with the pipe it came from (conmon's stdpipe_t: 2 stdout, 3 stderr); what we
+        send is the container's stdin."""
+        want = {"error"} | {n for n, on in (("stdin", t.stdin), ("stdout", t.stdout),
+                                             ("stderr", t.stderr and not t.tty),
+                                             ("resize", t.tty)) if on}
+        streams = await self._streams(session, want)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        # by the directory's fd: the socket's own path may be longer than AF_UNIX takes
+        dirfd = -1
+        try:
+            dirfd = os.open(os.path.dirname(t.socket), os.O_PATH | os.O_CLOEXEC)
+            await loop.sock_connect(sock, f"/proc/self/fd/{dirfd}/{os.path.basename(t.socket)}")
+        except OSError as e:
+            sock.close()
+            await session.send(streams["error"], _failure(protocol, f"cannot attach to "
+                                                          f"container {t.container_id}: {e}"),
+                               fin=True)
+            return
+        finally:
+            if dirfd >= 0:
+                os.close(dirfd)
+
+        async def output() -> None:
+            while data := await loop.sock_recv(sock, 8192 + 2):
+                name = {2: "stdout", 3: "stderr"}.get(data[0])
+                st = streams.get(name or "")
+                if st is not None and len(data) > 1:
+                    await session.send(st, data[1:])
+
+        async def stdin() -> None:
+            st = streams.get("stdin")
+            if st is None:
+                await asyncio.Event().wait()  # nothing to send: only output ends the attach
+                return
+            while (data := await st.read()) is not None:
+                await loop.sock_sendall(sock, data)
+            if t.stdin_once:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)  # conmon closes the container's stdin
+                await asyncio.Event().wait()  # now the output decides when it ends
+
+        async def resize() -> None:
+            st = streams.get("resize")
+            if st is None:
+                return
+            async for width, height in terminal_sizes(st):
+                with contextlib.suppress(OSError):  # conmon's resize event: "1 height width"
+                    fd = os.open(t.ctl, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    try:
+                        os.write(fd, f"1 {height} {width}\n".encode())
+                    finally:
+                        os.close(fd)
+
+        tasks = [asyncio.create_task(c) for c in (output(), stdin())]
+        side = asyncio.create_task(resize())
+        try:
+            # ends when the container's output ends (it exited) or the client's input does
+            # (without stdin_once: it detaches, as with CRI-O)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in [*tasks, side]:
+                task.cancel()
+            await asyncio.gather(*tasks, side, return_exceptions=True)
+            sock.close()
+        if protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
+            await session.send(streams["error"], _status(0))
+        for st in streams.values():
+            await session.close_stream(st)
+
+    # --- port-forward ------------------------------------------------------------------------
+    async def _portforward(self, session: Session, t: PortForwardTarget) -> None:
+        pairs: dict[str, dict[str, Stream]] = {}
+        tasks: set[asyncio.Task[None]] = set()
+        while (st := await session.new_streams.get()) is not None:
+            rid = st.header("requestid")
+            pair = pairs.setdefault(rid, {})
+            pair[st.header("streamtype")] = st
+            if "data" in pair and "error" in pair:
+                del pairs[rid]
+                task = asyncio.create_task(self._forward(session, t, pair["data"],
+                                                         pair["error"]))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _forward(self, session: Session, t: PortForwardTarget, data: Stream,
+                       error: Stream) -> None:
+        try:
+            port = int(data.header("port"))
+        except ValueError:
+            port = 0
+        try:
+            if not 0 < port < 65536 or (t.ports and port not in t.ports):
+                raise ConnectionError(f"port {data.header('port')!r} was not asked for")
+            sock = await _connect_in(t.netns, port)
+        except OSError as e:
+            await session.send(error, f"error forwarding port {port} to pod {t.sandbox_id}: "
+                                      f"{e}".encode(), fin=True)
+            await session.close_stream(data)
+            return
+        reader, writer = await asyncio.open_connection(sock=sock)
+
+        async def to_pod() -> None:
+            while (chunk := await data.read()) is not None:
+                writer.write(chunk)
+                await writer.drain()
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+        async def from_pod() -> None:
+            while chunk := await reader.read(65536):
+                await session.send(data, chunk)
+            await session.close_stream(data)
+
+        try:
+            await asyncio.gather(to_pod(), from_pod())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            await session.close_stream(error)
+
+
+def json_objects(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """The complete JSON objects at the start of ``buf`` (TerminalSize messages), and what
+    is left for the next read."""
+    out: list[dict[str, Any]] = []
+    text, dec, pos = buf.decode(errors="replace"), json.JSONDecoder(), 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except ValueError:
+            return out, text[pos:].encode()
+        if isinstance(obj, dict):
+            out.append(obj)
+
+
+async def terminal_sizes(st: Stream) -> AsyncIterator[tuple[int, int]]:
+    """(width, height) for each resize message the client sends."""
+    buf = b""
+    while (data := await st.read()) is not None:
+        objs, buf = json_objects(buf + data)
+        for obj in objs:
+            with contextlib.suppress(TypeError, ValueError):
+                yield int(obj.get("Width", 0)), int(obj.get("Height", 0))
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _connect_in(netns: str, port: int) -> socket.socket:
+    """A TCP connection to localhost:port made inside the pod's network namespace (the
+    socket stays in it); IPv4 first, then IPv6."""
+    def connect() -> socket.socket:
+        last: OSError | None = None
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            s.settimeout(10)
+            try:
+                s.connect((addr, port))
+                s.setblocking(False)
+                return s
+            except OSError as e:
+                s.close()
+                last = e
+        assert last is not None
+        raise last
+
+    loop = asyncio.get_running_loop()
+    if not netns:
+        return await loop.run_in_executor(None, connect)
+    return await loop.run_in_executor(None, kernel.in_namespaces, {"net": netns}, connect)
+
+
+async def _reply(writer: asyncio.StreamWriter, code: int, text: str) -> None:
+    reasons = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+               431: "Request Header Fields Too Large"}
+    body = text.encode() + b"\n"
+    writer.write(f"HTTP/1.1 {code} {reasons.get(code, 'Error')}\r\nContent-Type: text/plain\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+

@@ -1,0 +1,121 @@
+"""One SPDY connection after the HTTP upgrade: its streams, reading and writing frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from shim.streaming import spdy
+
+
+@dataclass
+class Stream:
+    id: int
+    headers: dict[str, list[str]]
+    inbox: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    closed_remote: bool = False
+    closed_local: bool = False
+
+    def header(self, name: str) -> str:
+        values = self.headers.get(name, [])
+        return values[0] if values else ""
+
+    async def read(self) -> bytes | None:
+        """The next data the client sent; None once it half-closed (or reset) the stream."""
+        return await self.inbox.get()
+
+
+class Session:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.codec = spdy.Codec()
+        self.streams: dict[int, Stream] = {}
+        self.new_streams: asyncio.Queue[Stream | None] = asyncio.Queue()
+        self._write_lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def _write(self, frame: bytes) -> None:
+        async with self._write_lock:
+            if self.writer.is_closing():
+                return
+            self.writer.write(frame)
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+    async def serve(self) -> None:
+        """Read frames until the connection ends; new streams are answered and queued."""
+        try:
+            while True:
+                frame = await self.codec.read(self.reader)
+                if frame is None:
+                    break
+                if not frame.control:
+                    await self._on_data(frame)
+                elif frame.type == spdy.SYN_STREAM:
+                    st = Stream(frame.stream_id, frame.headers)
+                    self.streams[st.id] = st
+                    await self._write(self.codec.syn_reply(st.id))
+                    if frame.flags & spdy.FLAG_FIN:
+                        st.closed_remote = True
+                        st.inbox.put_nowait(None)
+                    self.new_streams.put_nowait(st)
+                elif frame.type == spdy.RST_STREAM:
+                    reset = self.streams.get(frame.stream_id)
+                    if reset is not None and not reset.closed_remote:
+                        reset.closed_remote = reset.closed_local = True
+                        reset.inbox.put_nowait(None)
+                elif frame.type == spdy.PING:
+                    await self._write(self.codec.ping(frame.stream_id))
+                elif frame.type == spdy.GOAWAY:
+                    break
+        except (spdy.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for st in self.streams.values():
+                if not st.closed_remote:
+                    st.closed_remote = True
+                    st.inbox.put_nowait(None)
+            self.new_streams.put_nowait(None)
+            self.closed.set()
+
+    async def _on_data(self, frame: spdy.Frame) -> None:
+        st = self.streams.get(frame.stream_id)
+        if st is None:
+            await self._write(self.codec.rst(frame.stream_id, spdy.RST_INVALID_STREAM))
+            return
+        if frame.data:
+            self.bytes_in += len(frame.data)
+            st.inbox.put_nowait(frame.data)
+            # grant the window back at once: a client that counts it never stalls
+            await self._write(self.codec.window_update(st.id, len(frame.data)))
+        if frame.flags & spdy.FLAG_FIN and not st.closed_remote:
+            st.closed_remote = True
+            st.inbox.put_nowait(None)
+
+    async def send(self, st: Stream, data: bytes, fin: bool = False) -> None:
+        if st.closed_local:
+            return
+        for i in range(0, len(data), spdy.DATA_CHUNK):
+            chunk = data[i:i + spdy.DATA_CHUNK]
+            last = fin and i + spdy.DATA_CHUNK >= len(data)
+            self.bytes_out += len(chunk)
+            await self._write(self.codec.data(st.id, chunk, last))
+        if fin and not data:
+            await self._write(self.codec.data(st.id, b"", True))
+        if fin:
+            st.closed_local = True
+
+    async def close_stream(self, st: Stream) -> None:
+        await self.send(st, b"", fin=True)
+
+    async def close(self) -> None:
+        last = max(self.streams, default=0)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._write(self.codec.goaway(last))
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
