@@ -35,10 +35,10 @@ from typing import Any
 from podsandbox import kernel
 from shim import log
 from shim.oci.runtime import OCIRuntime
+from shim.streaming import websocket
 from shim.streaming.session import Session, Stream
 
 TOKEN_TTL = 60.0
-STREAM_WAIT = 30.0  # how long the client may take to open the streams it asked for
 HEAD_LIMIT = 16 * 1024
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                   "v2.channel.k8s.io", "channel.k8s.io")
@@ -180,8 +180,12 @@ class StreamingServer:
         target = self.tokens.take(kind, token)
         if target is None:
             return await _reply(writer, 404, "unknown or expired token")
-        if "spdy/3.1" not in [u.lower() for u in headers.get("upgrade", [])]:
-            return await _reply(writer, 400, "only SPDY/3.1 upgrades are served here yet")
+        upgrade = [u.lower() for u in headers.get("upgrade", [])]
+        if "websocket" in upgrade and kind != "portforward":
+            return await self._serve_websocket(kind, target, head, reader, writer)
+        if "spdy/3.1" not in upgrade:
+            return await _reply(writer, 400, "upgrade to SPDY/3.1 (or, for exec and attach, "
+                                             "to websocket)")
         offered = headers.get("x-stream-protocol-version", [])
         ours = (PORTFORWARD_PROTOCOL,) if kind == "portforward" else EXEC_PROTOCOLS
         chosen = next((p for p in offered if p in ours), None)
@@ -192,46 +196,50 @@ class StreamingServer:
                       + (f"X-Stream-Protocol-Version: {chosen}\r\n" if chosen else "")
                       + "\r\n").encode())
         await writer.drain()
-        session = Session(reader, writer)
+        await self._run(kind, target, Session(reader, writer), chosen or "")
+
+    async def _serve_websocket(self, kind: str, target: Any, head: bytes,
+                               reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        proto, answer, chosen = websocket.handshake(head)
+        writer.write(answer)
+        await writer.drain()
+        if not chosen:
+            return  # refused (no common subprotocol, a bad handshake): the answer said why
+        session = websocket.WsSession(proto, reader, writer, chosen)
+        await self._run(kind, target, session, chosen)
+
+    async def _run(self, kind: str, target: Any, session: Session | websocket.WsSession,
+                   protocol: str) -> None:
         reading = asyncio.create_task(session.serve())
         start = time.monotonic()
         code: int | str = ""
         try:
             if kind == "exec":
-                code = await self._exec(session, target, chosen or "")
+                code = await self._exec(session, target, protocol)
             elif kind == "attach":
-                await self._attach(session, target, chosen or "")
+                await self._attach(session, target, protocol)
             else:
+                assert isinstance(session, Session)
                 await self._portforward(session, target)
         finally:
             await session.close()
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
-            self.logger.info("stream session", kind=kind, protocol=chosen or "",
+            self.logger.info("stream session", kind=kind, protocol=protocol,
+                             transport="spdy" if isinstance(session, Session) else "websocket",
                              duration_ms=round((time.monotonic() - start) * 1000, 1),
                              exit_code=code, bytes_in=session.bytes_in,
                              bytes_out=session.bytes_out)
 
     # --- exec --------------------------------------------------------------------------------
-    async def _streams(self, session: Session, want: set[str]) -> dict[str, Stream]:
-        got: dict[str, Stream] = {}
-        deadline = time.monotonic() + STREAM_WAIT
-        while not want <= set(got):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"streams {sorted(want - set(got))} never came")
-            st = await asyncio.wait_for(session.new_streams.get(), left)
-            if st is None:
-                raise ConnectionError("client gone before opening its streams")
-            got[st.header("streamtype")] = st
-        return got
-
-    async def _exec(self, session: Session, t: ExecTarget, protocol: str) -> int:
+    async def _exec(self, session: Session | websocket.WsSession, t: ExecTarget,
+                    protocol: str) -> int:
         want = {"error"} | {n for n, on in (("stdin", t.stdin), ("stdout", t.stdout),
                                              ("stderr", t.stderr and not t.tty),
                                              ("resize", t.tty)) if on}
-        streams = await self._streams(session, want)
+        streams = await session.open_streams(want)
         fd, process_path = tempfile.mkstemp(dir=t.bundle, prefix="exec-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(t.process, f)
@@ -268,7 +276,7 @@ class StreamingServer:
             await session.close_stream(st)
         return code
 
-    def _exec_pumps(self, session: Session, streams: dict[str, Stream],
+    def _exec_pumps(self, session: Session | websocket.WsSession, streams: dict[str, Stream],
                     proc: asyncio.subprocess.Process, master: int,
                     t: ExecTarget) -> list[Coroutine[Any, Any, None]]:
         loop = asyncio.get_running_loop()
@@ -326,14 +334,15 @@ class StreamingServer:
         return [out_pipe(proc.stdout, "stdout"), out_pipe(proc.stderr, "stderr"), in_pump()]
 
     # --- attach ------------------------------------------------------------------------------
-    async def _attach(self, session: Session, t: AttachTarget, protocol: str) -> None:
+    async def _attach(self, session: Session | websocket.WsSession, t: AttachTarget,
+                      protocol: str) -> None:
         """The container's own stdio through conmon's attach socket: each packet conmon sends
         starts with the pipe it came from (conmon's stdpipe_t: 2 stdout, 3 stderr); what we
         send is the container's stdin."""
         want = {"error"} | {n for n, on in (("stdin", t.stdin), ("stdout", t.stdout),
                                              ("stderr", t.stderr and not t.tty),
                                              ("resize", t.tty)) if on}
-        streams = await self._streams(session, want)
+        streams = await session.open_streams(want)
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         sock.setblocking(False)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 from shim.streaming import spdy
+
+STREAM_WAIT = 30.0  # how long the client may take to open the streams it asked for
 
 
 @dataclass
@@ -81,6 +84,21 @@ class Session:
                     st.inbox.put_nowait(None)
             self.new_streams.put_nowait(None)
             self.closed.set()
+
+    async def open_streams(self, want: set[str]) -> dict[str, Stream]:
+        """Wait (bounded) until the client has opened the streams it asked for, by their
+        ``streamtype``."""
+        got: dict[str, Stream] = {}
+        deadline = time.monotonic() + STREAM_WAIT
+        while not want <= set(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"streams {sorted(want - set(got))} never came")
+            st = await asyncio.wait_for(self.new_streams.get(), left)
+            if st is None:
+                raise ConnectionError("client gone before opening its streams")
+            got[st.header("streamtype")] = st
+        return got
 
     async def _on_data(self, frame: spdy.Frame) -> None:
         st = self.streams.get(frame.stream_id)

@@ -437,3 +437,24 @@ def test_streaming_urls_are_one_time(crictl: Crictl) -> None:
         assert e.value.code in (400, 404), (u, e.value.code)
     assert crictl.run("exec", cid, "test", "-e", "/ran", check=False).returncode == 1
     crictl.run("rmp", "-f", sid)
+
+
+def test_exec_and_attach_over_websocket(crictl: Crictl) -> None:
+    """The same through `--transport websocket` (the channel protocol's binary messages)."""
+    pod = crictl.pod_config("ws")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("cat", ["sh", "-c", "cat; echo bye"],
+                                                      stdin=True, stdin_once=True),
+                     pod).strip()
+    crictl.run("start", cid)
+    base = [crictl.binary, "--config", str(crictl.config), "-r", crictl.node.endpoint]
+    assert crictl.out("exec", "--transport", "websocket", cid, "echo", "over ws").strip() == \
+        "over ws"
+    res = subprocess.run([*base, "exec", "--transport", "websocket", "-i", cid, "sh", "-c",
+                          "tr a-z A-Z; echo err >&2; exit 4"], input="piped\n",
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout == "PIPED\n" and "err" in res.stderr and "exit code 4" in res.stderr, res
+    res = subprocess.run([*base, "attach", "--transport", "websocket", "-i", cid],
+                         input="through ws\n", capture_output=True, text=True, timeout=60)
+    assert res.stdout == "through ws\nbye\n", res
+    crictl.run("rmp", "-f", sid)
