@@ -79,7 +79,7 @@ async def run(runtime: OCIRuntime, container_id: str, bundle: str, process: dict
             out, err = await asyncio.wait_for(asyncio.shield(readers), timeout or None)
             code = await proc.wait()
         except TimeoutError:
-            killed = await _kill_exec(pid_path)
+            killed = await kill_tree(pid_path)
             try:  # the runtime is the exec's parent: let it reap it
                 await asyncio.wait_for(proc.wait(), REAP_WAIT)
             except TimeoutError:
@@ -135,7 +135,7 @@ def _stat(pid: int) -> tuple[str, int, str] | None:
     return fields[0], int(fields[1]), fields[19]
 
 
-async def _kill_exec(pid_path: str, timeout: float = 2.0) -> dict[int, str]:
+async def kill_tree(pid_path: str, timeout: float = 2.0) -> dict[int, str]:
     """SIGKILL the exec'd process and its descendants, leaves first, so that each parent
     (a shell waiting on its children) reaps its own; the exec'd process goes last and the
     runtime reaps it. Returns {pid: start time} of those killed. Rounds repeat until the

@@ -34,6 +34,7 @@ from typing import Any
 
 from podsandbox import kernel
 from shim import log
+from shim.containers import exec_sync
 from shim.oci.runtime import OCIRuntime
 from shim.streaming import websocket
 from shim.streaming.session import Session, Stream
@@ -243,7 +244,9 @@ class StreamingServer:
         fd, process_path = tempfile.mkstemp(dir=t.bundle, prefix="exec-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(t.process, f)
-        argv = t.runtime.argv("exec", "--process", process_path, t.container_id)
+        pid_path = process_path[: -len(".json")] + ".pid"
+        argv = t.runtime.argv("exec", "--process", process_path, "--pid-file", pid_path,
+                              t.container_id)
         master = -1
         try:
             if t.tty:
@@ -257,7 +260,16 @@ class StreamingServer:
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             pumps = [asyncio.create_task(p) for p in self._exec_pumps(session, streams, proc,
                                                                       master, t)]
-            code = await proc.wait()
+            waiting = asyncio.create_task(proc.wait())
+            gone = asyncio.create_task(session.closed.wait())
+            await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            # the client went away: end what it started (the tree), the runtime reaps it; no
+            # pid file yet (not started): the runtime itself
+            if not waiting.done() and not await exec_sync.kill_tree(pid_path):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            code = await waiting
             await asyncio.wait(pumps[:2], timeout=5)  # the output already read is delivered
             for p in pumps:
                 p.cancel()
@@ -265,8 +277,9 @@ class StreamingServer:
         finally:
             if master >= 0:
                 os.close(master)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(process_path)
+            for path in (process_path, pid_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         err = streams["error"]
         if protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
             await session.send(err, _status(code))

@@ -60,6 +60,7 @@ class WsSession:
         self._lock = asyncio.Lock()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.closed = asyncio.Event()
 
     async def _flush(self) -> None:
         data = b"".join(self.proto.data_to_send())
@@ -89,6 +90,7 @@ class WsSession:
                 if not st.closed_remote:
                     st.closed_remote = True
                     st.inbox.put_nowait(None)
+            self.closed.set()
 
     async def _on_frame(self, opcode: Opcode, payload: bytes) -> None:
         if opcode not in (Opcode.BINARY, Opcode.TEXT) or not payload:

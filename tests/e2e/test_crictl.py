@@ -458,3 +458,26 @@ def test_exec_and_attach_over_websocket(crictl: Crictl) -> None:
                          input="through ws\n", capture_output=True, text=True, timeout=60)
     assert res.stdout == "through ws\nbye\n", res
     crictl.run("rmp", "-f", sid)
+
+
+def test_a_client_that_goes_away_leaves_no_process(crictl: Crictl) -> None:
+    pod = crictl.pod_config("gone")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("c", ["sleep", "600"]), pod).strip()
+    crictl.run("start", cid)
+    for transport in ("spdy", "websocket"):
+        proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
+                                 crictl.node.endpoint, "exec", "--transport", transport, cid,
+                                 "sh", "-c", "sleep 301 & sleep 302"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while "sleep 30" not in crictl.out("exec", "-s", cid, "ps", "-o", "args"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.kill()  # our own child, by pid: the client is gone mid-stream
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while "sleep 30" in (ps := crictl.out("exec", "-s", cid, "ps", "-o", "stat,args")):
+            assert time.monotonic() < deadline, (transport, ps)
+            time.sleep(0.2)
+    crictl.run("rmp", "-f", sid)
