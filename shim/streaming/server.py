@@ -3,15 +3,17 @@ kubectl to it; crictl connects directly).
 
 Each URL carries a one-time token: random, single use, expiring after a minute, bound to the
 request it was made for (``TokenCache``). The connection is an HTTP/1.1 request upgraded to
-SPDY/3.1 (``Upgrade: SPDY/3.1``) with the Kubernetes stream protocols:
+SPDY/3.1 (``Upgrade: SPDY/3.1``; exec and attach also to ``websocket``, see websocket.py)
+with the Kubernetes stream protocols:
 
 - exec, ``X-Stream-Protocol-Version`` v4/v5.channel.k8s.io (v1-v3 too): streams by their
   ``streamtype`` header (error, stdin, stdout, stderr, resize); the exit goes on the error
   stream as a metav1.Status (v4+: ``NonZeroExitCode`` with the ``ExitCode`` cause).
+- attach: the same streams, to the container's own stdio through conmon's attach socket.
 - port-forward, ``portforward.k8s.io``: a data and an error stream per connection, paired by
   ``requestID``; the connection is made inside the pod's network namespace.
 
-Not yet: attach, WebSocket transports (see docs/streaming.md).
+See docs/streaming.md for what is not built yet.
 """
 
 from __future__ import annotations
@@ -153,8 +155,9 @@ class StreamingServer:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as e:  # a client that stalls, hangs up or speaks nonsense
+            self.logger.debug("stream connection ended", error=str(e) or type(e).__name__)
         finally:
             self._tasks.discard(task)
             writer.close()
