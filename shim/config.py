@@ -235,6 +235,16 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
 
 
+def _check_listen(section: str, address: str, port: int, lowest: int) -> None:
+    if not lowest <= port < 65536:
+        raise ConfigError(f"key '{section}.port': must be {lowest}..65535 (got {port})")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError as e:
+        raise ConfigError(
+            f"key '{section}.address': must be an IP address (got {address!r})") from e
+
+
 def validate(cfg: Config) -> None:
     """Checks that span more than a type: enumerations, ranges, cross-references."""
     if cfg.logging.level not in LOG_LEVELS:
@@ -275,22 +285,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"key 'runtime.handlers.{name}.path': must name the runtime binary")
         if not h.root:
             h.root = os.path.join(cfg.paths.run, name)
-    if not 0 < cfg.metrics.port < 65536:
-        raise ConfigError(f"key 'metrics.port': must be 1..65535 (got {cfg.metrics.port})")
-    try:
-        ipaddress.ip_address(cfg.metrics.address)
-    except ValueError as e:
-        raise ConfigError(
-            f"key 'metrics.address': must be an IP address (got {cfg.metrics.address!r})"
-        ) from e
-    if not 0 <= cfg.streaming.port < 65536:
-        raise ConfigError(f"key 'streaming.port': must be 0..65535 (got {cfg.streaming.port})")
-    try:
-        ipaddress.ip_address(cfg.streaming.address)
-    except ValueError as e:
-        raise ConfigError(
-            f"key 'streaming.address': must be an IP address (got {cfg.streaming.address!r})"
-        ) from e
+    _check_listen("metrics", cfg.metrics.address, cfg.metrics.port, lowest=1)
+    _check_listen("streaming", cfg.streaming.address, cfg.streaming.port, lowest=0)
     for key, value in (
         ("paths.root", cfg.paths.root),
         ("paths.run", cfg.paths.run),

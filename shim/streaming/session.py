@@ -24,6 +24,12 @@ class Stream:
         values = self.headers.get(name, [])
         return values[0] if values else ""
 
+    def end_remote(self) -> None:
+        """The client will send no more (FIN, reset, or the connection ended)."""
+        if not self.closed_remote:
+            self.closed_remote = True
+            self.inbox.put_nowait(None)
+
     async def read(self) -> bytes | None:
         """The next data the client sent; None once it half-closed (or reset) the stream."""
         return await self.inbox.get()
@@ -63,14 +69,13 @@ class Session:
                     self.streams[st.id] = st
                     await self._write(self.codec.syn_reply(st.id))
                     if frame.flags & spdy.FLAG_FIN:
-                        st.closed_remote = True
-                        st.inbox.put_nowait(None)
+                        st.end_remote()
                     self.new_streams.put_nowait(st)
                 elif frame.type == spdy.RST_STREAM:
                     reset = self.streams.get(frame.stream_id)
-                    if reset is not None and not reset.closed_remote:
-                        reset.closed_remote = reset.closed_local = True
-                        reset.inbox.put_nowait(None)
+                    if reset is not None:
+                        reset.closed_local = True
+                        reset.end_remote()
                 elif frame.type == spdy.PING:
                     await self._write(self.codec.ping(frame.stream_id))
                 elif frame.type == spdy.GOAWAY:
@@ -79,9 +84,7 @@ class Session:
             pass
         finally:
             for st in self.streams.values():
-                if not st.closed_remote:
-                    st.closed_remote = True
-                    st.inbox.put_nowait(None)
+                st.end_remote()
             self.new_streams.put_nowait(None)
             self.closed.set()
 
@@ -110,9 +113,8 @@ class Session:
             st.inbox.put_nowait(frame.data)
             # grant the window back at once: a client that counts it never stalls
             await self._write(self.codec.window_update(st.id, len(frame.data)))
-        if frame.flags & spdy.FLAG_FIN and not st.closed_remote:
-            st.closed_remote = True
-            st.inbox.put_nowait(None)
+        if frame.flags & spdy.FLAG_FIN:
+            st.end_remote()
 
     async def send(self, st: Stream, data: bytes, fin: bool = False) -> None:
         if st.closed_local:

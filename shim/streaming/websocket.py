@@ -87,9 +87,7 @@ class WsSession:
             pass
         finally:
             for st in self.streams.values():
-                if not st.closed_remote:
-                    st.closed_remote = True
-                    st.inbox.put_nowait(None)
+                st.end_remote()
             self.closed.set()
 
     async def _on_frame(self, opcode: Opcode, payload: bytes) -> None:
@@ -103,10 +101,9 @@ class WsSession:
         else:
             channel, data = payload[0], bytes(payload[1:])
         if channel == CLOSE_SIGNAL and self.v5 and data:
-            st = self._by_channel.get(data[0])
-            if st is not None and not st.closed_remote:
-                st.closed_remote = True
-                st.inbox.put_nowait(None)
+            closing = self._by_channel.get(data[0])
+            if closing is not None:
+                closing.end_remote()
             return
         st = self._by_channel.get(channel)
         if st is not None and data and not st.closed_remote:

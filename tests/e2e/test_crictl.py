@@ -33,10 +33,13 @@ class Crictl:
     config: Path
     work: Path
 
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, "--config", str(self.config), "-r", self.node.endpoint,
+                "-i", self.node.endpoint, "--timeout", "30s", *args]
+
     def run(self, *args: str, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        cmd = [self.binary, "--config", str(self.config), "-r", self.node.endpoint,
-               "-i", self.node.endpoint, "--timeout", "30s", *args]
+        cmd = self.argv(*args)
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {res.returncode}:\n{res.stdout}\n"
@@ -259,9 +262,8 @@ def test_stats_statsp_metricsp_metricdescs(crictl: Crictl) -> None:
 
 def test_events(crictl: Crictl) -> None:
     """`crictl events` streams what happens to containers, as JSON objects."""
-    proc = subprocess.Popen(
-        [crictl.binary, "--config", str(crictl.config), "-r", crictl.node.endpoint,
-         "events", "-o", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(crictl.argv("events", "-o", "json"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
         pod = crictl.pod_config("events")
@@ -311,9 +313,8 @@ def test_exec_streams_stdin_exit_codes_and_tty(crictl: Crictl) -> None:
     cid = crictl.out("create", sid, crictl.ctr_config("sh", ["sleep", "600"]), pod).strip()
     crictl.run("start", cid)
     assert crictl.out("exec", cid, "echo", "streamed").strip() == "streamed"
-    res = subprocess.run([crictl.binary, "--config", str(crictl.config), "-r",
-                          crictl.node.endpoint, "exec", "-i", cid, "sh", "-c",
-                          "tr a-z A-Z; echo done >&2"], input="from stdin\n",
+    res = subprocess.run(crictl.argv("exec", "-i", cid, "sh", "-c",
+                                     "tr a-z A-Z; echo done >&2"), input="from stdin\n",
                          capture_output=True, text=True, timeout=60)
     assert (res.returncode, res.stdout, res.stderr.strip().splitlines()[-1]) == \
         (0, "FROM STDIN\n", "done")
@@ -326,9 +327,8 @@ def test_exec_streams_stdin_exit_codes_and_tty(crictl: Crictl) -> None:
     import termios
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40x100
-    proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
-                             crictl.node.endpoint, "exec", "-it", cid, "sh", "-c",
-                             "sleep 1; stty size; tty; exit 3"],
+    proc = subprocess.Popen(crictl.argv("exec", "-it", cid, "sh", "-c",
+                                        "sleep 1; stty size; tty; exit 3"),
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     out = b""
@@ -357,8 +357,7 @@ def test_attach(crictl: Crictl) -> None:
                                                       stdin=True, stdin_once=True),
                      pod).strip()
     crictl.run("start", cid)
-    res = subprocess.run([crictl.binary, "--config", str(crictl.config), "-r",
-                          crictl.node.endpoint, "attach", "-i", cid], input="echoed back\n",
+    res = subprocess.run(crictl.argv("attach", "-i", cid), input="echoed back\n",
                          capture_output=True, text=True, timeout=60)
     assert res.stdout == "echoed back\nbye\n", res
     deadline = time.monotonic() + 20
@@ -381,8 +380,7 @@ def test_port_forward_http(crictl: Crictl) -> None:
     cid = crictl.out("create", sid, crictl.ctr_config("web", [], image=NGINX), pod).strip()
     crictl.run("start", cid)
     local = _free_port()
-    proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
-                             crictl.node.endpoint, "port-forward", sid, f"{local}:80"],
+    proc = subprocess.Popen(crictl.argv("port-forward", sid, f"{local}:80"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         import urllib.request
@@ -447,14 +445,13 @@ def test_exec_and_attach_over_websocket(crictl: Crictl) -> None:
                                                       stdin=True, stdin_once=True),
                      pod).strip()
     crictl.run("start", cid)
-    base = [crictl.binary, "--config", str(crictl.config), "-r", crictl.node.endpoint]
     assert crictl.out("exec", "--transport", "websocket", cid, "echo", "over ws").strip() == \
         "over ws"
-    res = subprocess.run([*base, "exec", "--transport", "websocket", "-i", cid, "sh", "-c",
-                          "tr a-z A-Z; echo err >&2; exit 4"], input="piped\n",
+    res = subprocess.run(crictl.argv("exec", "--transport", "websocket", "-i", cid, "sh", "-c",
+                                     "tr a-z A-Z; echo err >&2; exit 4"), input="piped\n",
                          capture_output=True, text=True, timeout=60)
     assert res.stdout == "PIPED\n" and "err" in res.stderr and "exit code 4" in res.stderr, res
-    res = subprocess.run([*base, "attach", "--transport", "websocket", "-i", cid],
+    res = subprocess.run(crictl.argv("attach", "--transport", "websocket", "-i", cid),
                          input="through ws\n", capture_output=True, text=True, timeout=60)
     assert res.stdout == "through ws\nbye\n", res
     crictl.run("rmp", "-f", sid)
@@ -466,9 +463,8 @@ def test_a_client_that_goes_away_leaves_no_process(crictl: Crictl) -> None:
     cid = crictl.out("create", sid, crictl.ctr_config("c", ["sleep", "600"]), pod).strip()
     crictl.run("start", cid)
     for transport in ("spdy", "websocket"):
-        proc = subprocess.Popen([crictl.binary, "--config", str(crictl.config), "-r",
-                                 crictl.node.endpoint, "exec", "--transport", transport, cid,
-                                 "sh", "-c", "sleep 301 & sleep 302"],
+        proc = subprocess.Popen(crictl.argv("exec", "--transport", transport, cid,
+                                            "sh", "-c", "sleep 301 & sleep 302"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while "sleep 30" not in crictl.out("exec", "-s", cid, "ps", "-o", "args"):
