@@ -110,6 +110,9 @@ class MetricsConfig:
 class StreamingConfig:
     address: str = "127.0.0.1"  # where the Exec/PortForward URLs point (the kubelet proxies)
     port: int = 0  # 0: an ephemeral port, as CRI-O's default
+    max_sessions: int = 100  # sessions at once; more are refused (503)
+    idle_timeout_seconds: float = 14400.0  # a session with no data either way for this long
+    # is closed (the kubelet's streamIdleTimeout default, 4 h)
 
 
 @dataclass
@@ -287,6 +290,10 @@ def validate(cfg: Config) -> None:
             h.root = os.path.join(cfg.paths.run, name)
     _check_listen("metrics", cfg.metrics.address, cfg.metrics.port, lowest=1)
     _check_listen("streaming", cfg.streaming.address, cfg.streaming.port, lowest=0)
+    if cfg.streaming.max_sessions < 1:
+        raise ConfigError("key 'streaming.max_sessions': must be at least 1")
+    if cfg.streaming.idle_timeout_seconds <= 0:
+        raise ConfigError("key 'streaming.idle_timeout_seconds': must be positive")
     for key, value in (
         ("paths.root", cfg.paths.root),
         ("paths.run", cfg.paths.run),

@@ -60,7 +60,9 @@ class Daemon:
             cfg, self.store, self.sandboxes, self.images,
             host.runtime_options(cfg.runtime.pids_limit), self.features,
         )
-        self.streaming = StreamingServer(cfg.streaming.address, cfg.streaming.port)
+        self.streaming = StreamingServer(
+            cfg.streaming.address, cfg.streaming.port, max_sessions=cfg.streaming.max_sessions,
+            idle_timeout=cfg.streaming.idle_timeout_seconds)
         self._stop = asyncio.Event()
 
     # --- readiness, used by Status -------------------------------------------------------

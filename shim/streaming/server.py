@@ -38,7 +38,7 @@ from podsandbox import kernel
 from shim import log
 from shim.containers import exec_sync
 from shim.oci.runtime import OCIRuntime
-from shim.streaming import websocket
+from shim.streaming import metrics, websocket
 from shim.streaming.session import Session, Stream
 
 TOKEN_TTL = 60.0
@@ -124,9 +124,13 @@ def _status(code: int) -> bytes:
 
 
 class StreamingServer:
-    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, address: str = "127.0.0.1", port: int = 0, *, max_sessions: int = 100,
+                 idle_timeout: float = 14400.0) -> None:
         self.address = address
         self.port = port
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.sessions = 0
         self.tokens = TokenCache()
         self.logger = log.get("streaming")
         self._server: asyncio.base_events.Server | None = None
@@ -183,7 +187,12 @@ class StreamingServer:
         kind, token = segs
         target = self.tokens.take(kind, token)
         if target is None:
+            metrics.REFUSED.labels("token").inc()
             return await _reply(writer, 404, "unknown or expired token")
+        if self.sessions >= self.max_sessions:
+            metrics.REFUSED.labels("busy").inc()
+            return await _reply(writer, 503, f"{self.sessions} streaming sessions already "
+                                             f"(streaming.max_sessions)")
         upgrade = [u.lower() for u in headers.get("upgrade", [])]
         if "websocket" in upgrade and kind != "portforward":
             return await self._serve_websocket(kind, target, head, reader, writer)
@@ -215,9 +224,14 @@ class StreamingServer:
 
     async def _run(self, kind: str, target: Any, session: Session | websocket.WsSession,
                    protocol: str) -> None:
+        transport = "spdy" if isinstance(session, Session) else "websocket"
         reading = asyncio.create_task(session.serve())
+        watchdog = asyncio.create_task(self._idle(session))
         start = time.monotonic()
         code: int | str = ""
+        self.sessions += 1
+        metrics.SESSIONS.labels(kind).inc()
+        metrics.SESSIONS_TOTAL.labels(kind, transport).inc()
         try:
             if kind == "exec":
                 code = await self._exec(session, target, protocol)
@@ -227,15 +241,33 @@ class StreamingServer:
                 assert isinstance(session, Session)
                 await self._portforward(session, target)
         finally:
+            self.sessions -= 1
+            metrics.SESSIONS.labels(kind).dec()
+            metrics.BYTES.labels(kind, "in").inc(session.bytes_in)
+            metrics.BYTES.labels(kind, "out").inc(session.bytes_out)
+            watchdog.cancel()
             await session.close()
             reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
             self.logger.info("stream session", kind=kind, protocol=protocol,
-                             transport="spdy" if isinstance(session, Session) else "websocket",
+                             transport=transport,
                              duration_ms=round((time.monotonic() - start) * 1000, 1),
                              exit_code=code, bytes_in=session.bytes_in,
                              bytes_out=session.bytes_out)
+
+    async def _idle(self, session: Session | websocket.WsSession) -> None:
+        """Close a session through which nothing has passed for ``idle_timeout``."""
+        seen, since = -1, time.monotonic()
+        while True:
+            await asyncio.sleep(min(self.idle_timeout / 4, 60.0))
+            moved = session.bytes_in + session.bytes_out
+            if moved != seen:
+                seen, since = moved, time.monotonic()
+            elif time.monotonic() - since >= self.idle_timeout:
+                self.logger.info("stream session idle; closing", idle_s=self.idle_timeout)
+                session.writer.close()  # both readers end; the session's task winds down
+                return
 
     # --- exec --------------------------------------------------------------------------------
     async def _exec(self, session: Session | websocket.WsSession, t: ExecTarget,
@@ -536,7 +568,7 @@ async def _connect_in(netns: str, port: int) -> socket.socket:
 
 async def _reply(writer: asyncio.StreamWriter, code: int, text: str) -> None:
     reasons = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-               431: "Request Header Fields Too Large"}
+               431: "Request Header Fields Too Large", 503: "Service Unavailable"}
     body = text.encode() + b"\n"
     writer.write(f"HTTP/1.1 {code} {reasons.get(code, 'Error')}\r\nContent-Type: text/plain\r\n"
                  f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)

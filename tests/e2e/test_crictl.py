@@ -477,3 +477,85 @@ def test_a_client_that_goes_away_leaves_no_process(crictl: Crictl) -> None:
             assert time.monotonic() < deadline, (transport, ps)
             time.sleep(0.2)
     crictl.run("rmp", "-f", sid)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_100_mb_through_exec_and_20_sessions_at_once(crictl: Crictl) -> None:
+    pod = crictl.pod_config("bulk")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("c", ["sleep", "600"]), pod).strip()
+    crictl.run("start", cid)
+    assert crictl.node.daemon.proc is not None
+    pid = crictl.node.daemon.proc.pid
+    before = _rss_kib(pid)
+    proc = subprocess.Popen(crictl.argv("exec", cid, "head", "-c", "100000000", "/dev/zero"),
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    total = 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    assert proc.wait(120) == 0
+    assert total == 100_000_000
+    grown = (_rss_kib(pid) - before) / 1024
+    assert grown < 10, f"daemon RSS grew {grown:.1f} MiB for 100 MB through one exec"
+    import concurrent.futures
+
+    def one(i: int) -> str:
+        return crictl.out("exec", cid, "sh", "-c", f"sleep 0.5; echo session{i}").strip()
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(one, range(20))) == [f"session{i}" for i in range(20)]
+    crictl.run("rmp", "-f", sid)
+
+
+def test_session_cap_idle_timeout_and_metrics(critest_registry: RegistryServer,
+                                              tmp_path: Path) -> None:
+    binary = require_tool("crictl")
+    node = start_node(tmp_path, critest_registry, bridge="e2ecap0", subnet="10.91.1.0/24",
+                      extra={"streaming": {"max_sessions": 2, "idle_timeout_seconds": 2.0}})
+    c = Crictl(binary, node, tmp_path / "crictl.yaml", tmp_path / "work")
+    c.work.mkdir()
+    c.config.write_text("")
+    try:
+        c.run("pull", BUSYBOX, timeout=120)
+        pod = c.pod_config("cap")
+        sid = c.out("runp", pod).strip()
+        cid = c.out("create", sid, c.ctr_config("c", ["sleep", "600"]), pod).strip()
+        c.run("start", cid)
+        chatty = [subprocess.Popen(c.argv("exec", cid, "sh", "-c",
+                                          "while :; do echo x; sleep 0.3; done"),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(2)]
+        try:
+            time.sleep(2)
+            refused = c.run("exec", cid, "true", check=False)
+            assert refused.returncode != 0 and "503" in refused.stderr, refused
+            assert all(p.poll() is None for p in chatty)  # busy sessions are not idle
+        finally:
+            for p in chatty:
+                p.kill()  # our own children, by pid
+                p.wait()
+        time.sleep(1)
+        t = time.monotonic()
+        idle = c.run("exec", cid, "sleep", "60", check=False, timeout=30)
+        assert time.monotonic() - t < 10, idle  # closed after 2 s without data
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.daemon.metrics_port}/metrics",
+                                    timeout=5) as r:
+            text = r.read().decode()
+        assert re.search(r'tether_streaming_refused_total\{reason="busy"\} [1-9]', text), text
+        assert re.search(r'tether_streaming_sessions_served_total\{kind="exec",'
+                         r'transport="spdy"\} [3-9]', text)
+        assert re.search(r'tether_streaming_bytes_total\{kind="exec",direction="out"\} '
+                         r'[1-9]', text)
+        assert 'tether_streaming_sessions{kind="exec"} 0.0' in text
+        c.run("rmp", "-f", sid)
+    finally:
+        node.stop()
