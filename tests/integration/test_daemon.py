@@ -135,11 +135,11 @@ def test_metrics_count_calls_errors_and_latency(cri: CRIClient, daemon: TetherDa
     for _ in range(3):
         cri.runtime.Version(pb.VersionRequest())
     with pytest.raises(grpc.RpcError):
-        cri.runtime.Attach(pb.AttachRequest(container_id="x"))
+        cri.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
     text = _metrics(daemon)
     assert 'tether_operations_total{operation="Version"} 3.0' in text
     assert (
-        'tether_operations_errors_total{code="UNIMPLEMENTED",operation="Attach"} 1.0'
+        'tether_operations_errors_total{code="UNIMPLEMENTED",operation="CheckpointContainer"} 1.0'
         in text
     )
     assert 'tether_operations_latency_seconds_count{operation="Version"} 3.0' in text
@@ -150,7 +150,7 @@ def test_metrics_count_calls_errors_and_latency(cri: CRIClient, daemon: TetherDa
 
 def test_one_log_line_per_rpc_with_request_id_and_ids(cri: CRIClient, daemon: TetherDaemon) -> None:
     with pytest.raises(grpc.RpcError):
-        cri.runtime.Attach(pb.AttachRequest(container_id="c0ffee"))
+        cri.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="c0ffee"))
     # abort() sends the status before the handler's bookkeeping ends: wait for the line.
     deadline = time.monotonic() + 5
     mine: list[dict[str, object]] = []
@@ -159,7 +159,7 @@ def test_one_log_line_per_rpc_with_request_id_and_ids(cri: CRIClient, daemon: Te
         mine = [
             x
             for x in lines
-            if x.get("method") == "Attach"
+            if x.get("method") == "CheckpointContainer"
             and x.get("logger") == "rpc"
             and x.get("container_id")
         ]
