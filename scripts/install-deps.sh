@@ -24,9 +24,10 @@ PKGS=(
   python3 python3-venv zstd jq curl socat file make        # venv, zstd layers, tools
   gcc libc6-dev procps                                      # critest stand-in images (static C, pgrep)
   prometheus systemd                                        # a real scrape; systemd-analyze verify
+  etcd-server openssl                                       # the kubelet stage's control plane
 )
 # units shipped by the packages above that must never run on their own
-UNITS=(docker-registry.service containerd.service prometheus.service)
+UNITS=(docker-registry.service containerd.service prometheus.service etcd.service)
 
 log() { printf '[install-deps] %s\n' "$*"; }
 die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }

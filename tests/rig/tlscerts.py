@@ -64,14 +64,16 @@ def make_ca(directory: Path, name: str = "ca", cn: str = "Tether Test CA") -> tu
 
 
 def make_leaf(directory: Path, name: str, ca: tuple[Path, Path], *, cn: str,
-              usage: str, san: str = "") -> tuple[Path, Path]:
+              usage: str, san: str = "", org: str = "") -> tuple[Path, Path]:
     """A certificate signed by ``ca``: (``<name>.crt``, ``<name>.key``). ``usage``:
-    serverAuth or clientAuth; ``san``: e.g. ``IP:127.0.0.1``."""
+    serverAuth or clientAuth; ``san``: e.g. ``IP:127.0.0.1``; ``org``: the subject's O
+    (Kubernetes reads it as the user's group)."""
     directory.mkdir(parents=True, exist_ok=True)
     crt, key = directory / f"{name}.crt", directory / f"{name}.key"
     csr, ext = directory / f"{name}.csr", directory / f"{name}.ext"
     _key(key)
-    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr))
+    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={cn}" + (f"/O={org}" if org else ""),
+             "-out", str(csr))
     ext.write_text(_LEAF_EXT.format(
         usage=usage, san=f"subjectAltName = {san}\n" if san else ""))
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
