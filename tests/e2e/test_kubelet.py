@@ -112,10 +112,6 @@ def delete(kube: Kube, *names: str, grace: int | None = None) -> None:
     kube.kubectl(*args, timeout=120)
 
 
-def sandboxes(kube: Kube, name: str) -> list[str]:
-    return kube.crictl("pods", "-q", "--name", f"^{name}$").stdout.split()
-
-
 def exec_(kube: Kube, name: str, *cmd: str, c: str = "main", stdin: str | None = None,
           check: bool = True) -> subprocess.CompletedProcess[str]:
     args = ["exec", *(["-i"] if stdin is not None else []), name, "-c", c, "--", *cmd]
@@ -151,4 +147,375 @@ def test_logs_exec_exit_codes_stdin_tty(kube: Kube) -> None:
     missing = exec_(kube, "basic", "no-such-command", check=False)
     assert missing.returncode != 0 and "no-such-command" in missing.stderr + missing.stdout
     delete(kube, "basic")
-    wait_for("sandbox gone", lambda: not sandboxes(kube, "basic"), timeout=120)
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 30) -> bytes:
+    """What ``proc`` printed on stdout up to ``needle`` (the process is left running)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    got = b""
+    deadline = time.monotonic() + timeout
+    while needle not in got:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"no {needle!r} (rc {proc.poll()}): {got!r}")
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            time.sleep(0.05)
+            continue
+        got += chunk
+    return got
+
+
+def _popen(kube: Kube, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([kube.tools["kubectl"], "--kubeconfig", str(kube.admin_kubeconfig),
+                             *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(10)
+
+
+def test_attach_logs_follow_and_cp(kube: Kube) -> None:
+    run_ready(kube, pod("attach", container(
+        "main", ["sh", "-c", "i=0; while read l; do i=$((i+1)); echo got-$i-$l; done"],
+        stdin=True)))
+    att = _popen(kube, "attach", "-i", "attach", "-c", "main")
+    try:
+        assert att.stdin is not None
+        for word in ("hello", "again"):
+            att.stdin.write(f"{word}\n".encode())
+            att.stdin.flush()
+        _read_until(att, b"got-2-again")
+    finally:
+        _end(att)
+    follow = _popen(kube, "logs", "-f", "attach")
+    try:
+        _read_until(follow, b"got-1-hello")
+        # still following: new output arrives through the same stream
+        res = kube.kubectl("attach", "-i", "attach", "-c", "main", input="third\n",
+                           check=False, timeout=30)
+        assert res.returncode == 0, res
+        _read_until(follow, b"got-3-third")
+    finally:
+        _end(follow)
+    # kubectl cp is tar over exec, both ways
+    src = kube.base / "cp-src.txt"
+    src.write_bytes(os.urandom(200_000).hex().encode())
+    kube.kubectl("cp", str(src), "default/attach:/tmp/copied", "-c", "main")
+    back = kube.base / "cp-back.txt"
+    kube.kubectl("cp", "default/attach:/tmp/copied", str(back), "-c", "main")
+    assert back.read_bytes() == src.read_bytes()
+    delete(kube, "attach")
+
+
+def test_port_forward_to_the_pods_port(kube: Kube) -> None:
+    run_ready(kube, pod("pf", container("main", image=NGINX, readinessProbe={
+        "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1})))
+    pf = _popen(kube, "port-forward", "pod/pf", ":80")
+    try:
+        line = _read_until(pf, b"-> 80").decode()
+        port = re.search(r"127\.0\.0\.1:(\d+) -> 80", line)
+        assert port, line
+        for _ in range(3):  # one connection after another over the same forward
+            res = subprocess.run(["curl", "-fsS", "-m", "10", f"http://127.0.0.1:{port[1]}/"],
+                                 capture_output=True, text=True, check=False)
+            assert "Welcome to nginx!" in res.stdout, res
+    finally:
+        _end(pf)
+    delete(kube, "pf")
+
+
+def test_restarts_back_off_and_previous_logs(kube: Kube) -> None:
+    kube.apply(pod("crash", container("main", ["sh", "-c", "echo run-prev; sleep 1; exit 3"]),
+                   restartPolicy="Always"))
+    seen_backoff = False
+
+    def restarted() -> bool:
+        nonlocal seen_backoff
+        st = cstatus(kube, "crash")
+        seen_backoff |= st.get("state", {}).get("waiting", {}).get("reason") == \
+            "CrashLoopBackOff"
+        return st.get("restartCount", 0) >= 1 and seen_backoff
+
+    wait_for("a restart and CrashLoopBackOff", restarted, timeout=90)
+    last = cstatus(kube, "crash")["lastState"]["terminated"]
+    assert last["exitCode"] == 3 and last["reason"] == "Error", last
+    prev = kube.kubectl("logs", "--previous", "crash").stdout
+    assert prev == "run-prev\n", prev
+    delete(kube, "crash")
+
+
+def test_probes_of_every_kind(kube: Kube) -> None:
+    probe = {"periodSeconds": 1, "failureThreshold": 1}
+    kube.apply(pod(
+        "probes",
+        container("web", image=NGINX,
+                  startupProbe={"tcpSocket": {"port": 80}, **probe, "failureThreshold": 30},
+                  readinessProbe={"httpGet": {"path": "/", "port": 80}, **probe},
+                  livenessProbe={"exec": {"command": ["true"]}, **probe}),
+        container("unready", SLEEP, readinessProbe={"exec": {"command": ["false"]}, **probe}),
+        container("dies", ["sh", "-c", "touch /tmp/ok; sleep 2; rm /tmp/ok; sleep 3600"],
+                  livenessProbe={"exec": {"command": ["cat", "/tmp/ok"]}, **probe})))
+
+    def settled() -> bool:
+        st = {c["name"]: c for c in status(kube, "probes").get("containerStatuses", [])}
+        return (st.get("web", {}).get("ready") is True and st["web"].get("started") is True
+                and st.get("dies", {}).get("restartCount", 0) >= 1)
+
+    wait_for("web ready, dies restarted by its liveness probe", settled, timeout=90)
+    st = {c["name"]: c for c in status(kube, "probes")["containerStatuses"]}
+    assert st["unready"]["ready"] is False and st["web"]["restartCount"] == 0
+    conds = {c["type"]: c["status"] for c in status(kube, "probes")["conditions"]}
+    assert conds["Ready"] == "False" and conds["ContainersReady"] == "False"
+    delete(kube, "probes")
+
+
+def test_init_containers_emptydir_configmap_secret(kube: Kube) -> None:
+    kube.kubectl("create", "configmap", "e2e-cm", "--from-literal=greeting=hello-cm")
+    kube.kubectl("create", "secret", "generic", "e2e-secret", "--from-literal=token=s3cret")
+    run_ready(kube, pod(
+        "vols",
+        container("main", SLEEP, volumeMounts=[
+            {"name": "work", "mountPath": "/work"}, {"name": "cm", "mountPath": "/cm"},
+            {"name": "sec", "mountPath": "/sec"}]),
+        initContainers=[container("init", ["sh", "-c", "echo from-init > /work/seed"],
+                                  volumeMounts=[{"name": "work", "mountPath": "/work"}])],
+        volumes=[{"name": "work", "emptyDir": {}},
+                 {"name": "cm", "configMap": {"name": "e2e-cm"}},
+                 {"name": "sec", "secret": {"secretName": "e2e-secret"}}]))
+    init = cstatus(kube, "vols", "init", key="initContainerStatuses")
+    assert init["state"]["terminated"]["reason"] == "Completed", init
+    out = exec_(kube, "vols", "sh", "-c", "cat /work/seed /cm/greeting; echo; cat /sec/token")
+    assert out.stdout == "from-init\nhello-cm\ns3cret", out
+    delete(kube, "vols")
+    kube.kubectl("delete", "configmap", "e2e-cm")
+    kube.kubectl("delete", "secret", "e2e-secret")
+
+
+def test_share_process_namespace_and_host_network(kube: Kube) -> None:
+    run_ready(kube, pod("shared", container("main", SLEEP),
+                        container("other", ["sh", "-c", "exec sleep 3601"]),
+                        shareProcessNamespace=True))
+    ps = exec_(kube, "shared", "ps", "-o", "pid,args").stdout
+    assert "sleep 3601" in ps, ps
+    assert re.search(r"^\s*1\s+\S*(catatonit|pause)", ps, re.M), ps
+    run_ready(kube, pod("hostnet", container("main", SLEEP), hostNetwork=True))
+    addrs = exec_(kube, "hostnet", "ip", "-o", "addr").stdout
+    assert f"inet {NODE_IP}/32" in addrs, addrs
+    assert exec_(kube, "hostnet", "hostname").stdout.strip() == os.uname().nodename
+    assert status(kube, "hostnet")["podIP"] == NODE_IP
+    delete(kube, "shared", "hostnet")
+
+
+def test_oom_killed_and_termination_messages(kube: Kube) -> None:
+    never = {"restartPolicy": "Never"}
+    kube.apply(pod("oom", container("main", ["tail", "/dev/zero"], resources={
+        "limits": {"memory": "32Mi"}}), **never))
+    kube.apply(pod("msg", container("main", ["sh", "-c", "printf done > /dev/termination-log"]),
+                   **never))
+    kube.apply(pod("fallback", container(
+        "main", ["sh", "-c", "echo last words; exit 1"],
+        terminationMessagePolicy="FallbackToLogsOnError"), **never))
+
+    def terminated(name: str) -> Any:
+        return cstatus(kube, name).get("state", {}).get("terminated")
+
+    oom = wait_for("oom terminated", lambda: terminated("oom"))
+    assert oom["reason"] == "OOMKilled" and oom["exitCode"] == 137, oom
+    msg = wait_for("msg terminated", lambda: terminated("msg"))
+    assert msg["reason"] == "Completed" and msg["exitCode"] == 0 and msg["message"] == "done"
+    fb = wait_for("fallback terminated", lambda: terminated("fallback"))
+    assert fb["reason"] == "Error" and fb["exitCode"] == 1 and fb["message"] == "last words\n"
+    assert status(kube, "msg")["phase"] == "Succeeded"
+    assert status(kube, "fallback")["phase"] == "Failed"
+    delete(kube, "oom", "msg", "fallback")
+
+
+def test_security_context(kube: Kube) -> None:
+    run_ready(kube, pod(
+        "secctx",
+        container("user", SLEEP, securityContext={"runAsUser": 1000, "runAsGroup": 2000}),
+        container("caps", SLEEP, securityContext={
+            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}),
+        container("ro", SLEEP, securityContext={"readOnlyRootFilesystem": True}),
+        container("seccomp", SLEEP, securityContext={
+            "seccompProfile": {"type": "RuntimeDefault"}}),
+        securityContext={"supplementalGroups": [3000]}))
+    ids = exec_(kube, "secctx", "id", c="user").stdout
+    assert ids.startswith("uid=1000 gid=2000") and "3000" in ids, ids
+    caps = exec_(kube, "secctx", "grep", "CapEff", "/proc/self/status", c="caps").stdout
+    assert caps.split() == ["CapEff:", "0000000000000400"], caps
+    ro = exec_(kube, "secctx", "touch", "/x", c="ro", check=False)
+    assert ro.returncode != 0 and "Read-only file system" in ro.stderr, ro
+    sc = exec_(kube, "secctx", "grep", "^Seccomp:", "/proc/self/status", c="seccomp").stdout
+    assert sc.split() == ["Seccomp:", "2"], sc
+    delete(kube, "secctx")
+
+
+def _cgroup_limit(kube: Kube, path: str) -> int:
+    return int((Path("/sys/fs/cgroup/memory") / kube.cgroup_root.lstrip("/") / path /
+                "memory.limit_in_bytes").read_text())
+
+
+def test_qos_cgroups(kube: Kube) -> None:
+    res = {"cpu": "100m", "memory": "64Mi"}
+    run_ready(kube, pod("guaranteed", container("main", SLEEP,
+                                                resources={"limits": res, "requests": res})))
+    run_ready(kube, pod("burstable", container("main", SLEEP, resources={
+        "requests": {"memory": "16Mi"}, "limits": {"memory": "48Mi"}})))
+    g, b = status(kube, "guaranteed"), status(kube, "burstable")
+    assert (g["qosClass"], b["qosClass"]) == ("Guaranteed", "Burstable")
+    guid = kube.get("pod", "guaranteed")["metadata"]["uid"]
+    buid = kube.get("pod", "burstable")["metadata"]["uid"]
+    assert _cgroup_limit(kube, f"kubepods/pod{guid}") == 64 << 20
+    assert _cgroup_limit(kube, f"kubepods/burstable/pod{buid}") == 48 << 20
+    inside = exec_(kube, "guaranteed", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert int(inside.stdout) == 64 << 20
+    shares = exec_(kube, "guaranteed", "cat", "/sys/fs/cgroup/cpu/cpu.shares").stdout
+    assert int(shares) == 102  # 100m
+    delete(kube, "guaranteed", "burstable")
+
+
+def test_image_pull_policies_and_errors(kube: Kube) -> None:
+    run_ready(kube, pod("always", container("main", SLEEP, imagePullPolicy="Always")))
+    kube.apply(pod("never", container("main", SLEEP, image="registry.k8s.io/e2e/absent:1",
+                                      imagePullPolicy="Never")))
+    kube.apply(pod("nosuch", container("main", SLEEP, image="registry.k8s.io/e2e/absent:1")))
+
+    def waiting(name: str) -> str:
+        return str(cstatus(kube, name).get("state", {}).get("waiting", {}).get("reason", ""))
+
+    wait_for("ErrImageNeverPull", lambda: waiting("never") == "ErrImageNeverPull")
+    wait_for("pull error", lambda: waiting("nosuch") in ("ErrImagePull", "ImagePullBackOff"))
+    # what the user reads in `kubectl describe`: the image named, the reason given
+    message = cstatus(kube, "nosuch")["state"]["waiting"].get("message", "")
+    assert "registry.k8s.io/e2e/absent:1" in message, message
+    delete(kube, "always", "never", "nosuch")
+
+
+def test_dns_config_host_aliases_sysctls(kube: Kube) -> None:
+    run_ready(kube, pod(
+        "dns", container("main", SLEEP), dnsPolicy="None",
+        dnsConfig={"nameservers": ["10.203.0.53"], "searches": ["e2e.example"],
+                   "options": [{"name": "ndots", "value": "2"}]},
+        hostAliases=[{"ip": "10.1.2.3", "hostnames": ["alias.e2e"]}],
+        securityContext={"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"},
+                                     {"name": "net.ipv4.route.min_pmtu", "value": "600"}]}))
+    resolv = exec_(kube, "dns", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 10.203.0.53" in resolv and "search e2e.example" in resolv
+    assert "options ndots:2" in resolv, resolv
+    hosts = exec_(kube, "dns", "cat", "/etc/hosts").stdout
+    assert re.search(r"^10\.1\.2\.3\s+alias\.e2e$", hosts, re.M), hosts
+    assert exec_(kube, "dns", "hostname").stdout.strip() == "dns"
+    sysctl = exec_(kube, "dns", "cat", "/proc/sys/kernel/shm_rmid_forced",
+                   "/proc/sys/net/ipv4/route/min_pmtu").stdout.split()
+    assert sysctl == ["1", "600"]
+    delete(kube, "dns")
+
+
+def test_graceful_deletion_with_pre_stop(kube: Kube) -> None:
+    logdir = kube.base / "grace"
+    logdir.mkdir()
+    run_ready(kube, pod(
+        "grace",
+        container("main", ["sh", "-c", "trap 'echo term >> /h/log; exit 0' TERM; "
+                                       "echo start >> /h/log; sleep 3600 & wait"],
+                  volumeMounts=[{"name": "h", "mountPath": "/h"}],
+                  lifecycle={"preStop": {"exec": {"command": [
+                      "sh", "-c", "echo prestop >> /h/log; sleep 1"]}}}),
+        container("stubborn", ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]),
+        volumes=[{"name": "h", "hostPath": {"path": str(logdir)}}],
+        terminationGracePeriodSeconds=4))
+    t0 = time.monotonic()
+    delete(kube, "grace")
+    took = time.monotonic() - t0
+    assert (logdir / "log").read_text() == "start\nprestop\nterm\n"
+    # the stubborn container is killed when the grace period ends, not before
+    assert 3.5 <= took < 30, took
+
+
+def test_ephemeral_debug_container_with_target(kube: Kube) -> None:
+    run_ready(kube, pod("debugme", container("main", ["sh", "-c", "exec sleep 3602"])))
+    kube.kubectl("debug", "debugme", f"--image={BUSYBOX}", "--target=main", "--container=dbg",
+                 "--", "sh", "-c", "ps -o args; sleep 3600")
+
+    def dbg_running() -> bool:
+        for c in status(kube, "debugme").get("ephemeralContainerStatuses", []):
+            if c["name"] == "dbg" and "running" in c["state"]:
+                return True
+        return False
+
+    wait_for("debug container running", dbg_running)
+    logs = wait_for("debug output", lambda: kube.kubectl("logs", "debugme", "-c", "dbg",
+                                                         check=False).stdout)
+    assert "sleep 3602" in logs, logs  # the target's processes are visible
+    delete(kube, "debugme")
+
+
+def test_static_pod_and_stats_summary(kube: Kube) -> None:
+    doc = pod("static", container("main", SLEEP))
+    del doc["spec"]["nodeName"]
+    (kube.manifests / "static.json").write_text(json.dumps(doc))
+    mirror = f"static-{NODE_NAME}"
+    wait_for("mirror pod Running", lambda: kube.kubectl(
+        "get", "pod", mirror, "-o", "jsonpath={.status.phase}", check=False).stdout == "Running")
+    summary = json.loads(kube.kubectl("get", "--raw",
+                                      f"/api/v1/nodes/{NODE_NAME}/proxy/stats/summary").stdout)
+    pods = {p["podRef"]["name"]: p for p in summary["pods"]}
+    assert mirror in pods, list(pods)
+    assert summary["node"]["nodeName"] == NODE_NAME
+    (kube.manifests / "static.json").unlink()
+    wait_for("mirror pod gone", lambda: kube.kubectl("get", "pod", mirror, check=False)
+             .returncode != 0)
+
+
+def test_kubelet_restart_and_tether_restart_keep_pods(kube: Kube) -> None:
+    run_ready(kube, pod("survivor", container("main", SLEEP)))
+    before = cstatus(kube, "survivor")["containerID"]
+    kube.stop_kubelet()
+    kube.start_kubelet()
+    # a restarted kubelet first relists its pods; exec works once it has
+    wait_for("exec after the kubelet's restart", lambda: exec_(
+        kube, "survivor", "echo", "after-kubelet", check=False).stdout == "after-kubelet\n")
+    assert kube.node is not None
+    kube.node.daemon.stop()
+    kube.node.daemon.start()
+    wait_for("exec after Tether's restart", lambda: exec_(
+        kube, "survivor", "echo", "after-tether", check=False).stdout == "after-tether\n")
+    st = cstatus(kube, "survivor")
+    assert st["containerID"] == before and st["restartCount"] == 0, st
+    run_ready(kube, pod("newcomer", container("main", SLEEP)))
+    delete(kube, "survivor", "newcomer")
+
+
+def test_thirty_pods_at_once_then_a_clean_runtime(kube: Kube) -> None:
+    # whatever earlier cases left behind goes first, so that the runtime ends up empty
+    kube.kubectl("delete", "pod", "--all", "--wait=true", "--timeout=120s", timeout=150)
+    names = [f"many-{i:02d}" for i in range(30)]
+    items = [pod(n, container("main", SLEEP), labels={"many": "yes"}) for n in names]
+    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                       "items": items}))
+    kube.kubectl("wait", "--for=condition=Ready", "pod", "-l", "many=yes",
+                 "--timeout=180s", timeout=200)
+    t0 = time.monotonic()
+    kube.kubectl("delete", "pod", "-l", "many=yes", "--wait=true", "--timeout=120s",
+                 timeout=150)
+    gone_api = time.monotonic() - t0
+    wait_for("every sandbox removed", lambda: not kube.crictl("pods", "-q").stdout.strip(),
+             timeout=180, every=1)
+    gone_runtime = time.monotonic() - t0
+    print(f"30 pods: gone from the API after {gone_api:.1f} s, "
+          f"from the runtime after {gone_runtime:.1f} s")
+    assert not kube.crictl("ps", "-a", "-q").stdout.strip()
+    # nothing of the pods left: no pod cgroups, no mounts under the node's root
+    kubepods = Path("/sys/fs/cgroup/memory") / kube.cgroup_root.lstrip("/") / "kubepods"
+    wait_for("pod cgroups removed", lambda: not list(kubepods.rglob("pod*")), timeout=60)
+    assert kube.node is not None
+    root = str(kube.node.daemon.root)
+    mounts = [m for m in Path("/proc/self/mounts").read_text().splitlines()
+              if f" {root}/" in m]
+    assert mounts == [], mounts

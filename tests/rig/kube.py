@@ -103,7 +103,9 @@ def _rm_cgroup_tree(path: Path) -> None:
 
 def _umount_under(prefix: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-    for m in sorted((m for m in mounts if m.startswith(f"{prefix}/")), key=len, reverse=True):
+    # The kubelet bind-mounts its own root dir onto itself (to make it shared): that too.
+    inside = (m for m in mounts if m == str(prefix) or m.startswith(f"{prefix}/"))
+    for m in sorted(inside, key=len, reverse=True):
         subprocess.run(["umount", "-l", m], check=False, capture_output=True)
 
 
