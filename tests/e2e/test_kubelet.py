@@ -212,21 +212,31 @@ def test_attach_logs_follow_and_cp(kube: Kube) -> None:
     delete(kube, "attach")
 
 
-def test_port_forward_to_the_pods_port(kube: Kube) -> None:
+def _curl(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["curl", "-fsS", "-m", "10", url], capture_output=True, text=True,
+                          check=False)
+
+
+def test_port_forward_and_host_port(kube: Kube) -> None:
     run_ready(kube, pod("pf", container("main", image=NGINX, readinessProbe={
-        "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1})))
+        "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
+        ports=[{"containerPort": 80, "hostPort": 18080}])))
+    # hostPort: the node's address forwards to the pod (the portmap plugin's DNAT)
+    res = _curl(f"http://{NODE_IP}:18080/")
+    assert "Welcome to nginx!" in res.stdout, res
     pf = _popen(kube, "port-forward", "pod/pf", ":80")
     try:
         line = _read_until(pf, b"-> 80").decode()
         port = re.search(r"127\.0\.0\.1:(\d+) -> 80", line)
         assert port, line
         for _ in range(3):  # one connection after another over the same forward
-            res = subprocess.run(["curl", "-fsS", "-m", "10", f"http://127.0.0.1:{port[1]}/"],
-                                 capture_output=True, text=True, check=False)
+            res = _curl(f"http://127.0.0.1:{port[1]}/")
             assert "Welcome to nginx!" in res.stdout, res
     finally:
         _end(pf)
     delete(kube, "pf")
+    # the mapping goes with the pod
+    assert _curl(f"http://{NODE_IP}:18080/").returncode != 0
 
 
 def test_restarts_back_off_and_previous_logs(kube: Kube) -> None:
