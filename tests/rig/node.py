@@ -109,10 +109,11 @@ def bridge_conflist(bridge: str, subnet: str, ipam_dir: Path) -> dict[str, objec
 
 
 def start_node(base: Path, registry: RegistryServer, *, bridge: str, subnet: str,
-               extra: dict[str, object] | None = None) -> Node:
+               extra: dict[str, object] | None = None,
+               env: dict[str, str] | None = None) -> Node:
     parent = f"/tethernode{os.getpid()}{bridge}"
     daemon = TetherDaemon(base / "tether", config_text=node_config(registry.host, parent, extra),
-                          log_level="info")
+                          log_level="info", env=dict(env or {}))
     daemon.cni_conf_dir.mkdir(parents=True, exist_ok=True)
     (daemon.cni_conf_dir / "10-node.conflist").write_text(
         json.dumps(bridge_conflist(bridge, subnet, base / "ipam")))
