@@ -4,7 +4,7 @@ Call sites stay one line whatever the config: ``with tracing.span("cni.add", pod
 Keyword attributes become ``tether.<name>`` span attributes (None values are dropped). Until
 ``configure`` turns tracing on, ``span`` hands back one shared no-op object, and the
 opentelemetry packages are never imported: an idle daemon's memory is a headline number, and
-the SDK with its OTLP exporter costs several MiB of it (docs/tracing.md). The SDK side lives in
+the SDK with its OTLP exporter costs about 2 MiB of it (docs/tracing.md). The SDK side lives in
 ``shim.otel``, imported only by ``configure``.
 """
 
