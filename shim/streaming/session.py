@@ -6,10 +6,21 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shim.streaming import spdy
 
 STREAM_WAIT = 30.0  # how long the client may take to open the streams it asked for
+
+
+class Writer(Protocol):
+    """What a session writes to: an asyncio.StreamWriter, or websocket.Tunnel."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
 
 
 @dataclass
@@ -36,7 +47,9 @@ class Stream:
 
 
 class Session:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    transport = "spdy"
+
+    def __init__(self, reader: spdy.Reader, writer: Writer) -> None:
         self.reader = reader
         self.writer = writer
         # room for a batch of frames before drain() waits (the default high mark is 64 KiB)

@@ -159,3 +159,24 @@ def test_diff_lists_changed_keys(tmp_path: Path) -> None:
     a = c.load(sources(tmp_path))
     b = c.load(sources(tmp_path, '[logging]\nlevel = "debug"\n[metrics]\nport = 9100\n'))
     assert c.diff(a, b) == {"logging.level": ("info", "debug"), "metrics.port": (9090, 9100)}
+
+
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [
+        ({"tls_cert": "{d}/c.pem"}, "give both or neither"),
+        ({"tls_key": "{d}/k.pem"}, "give both or neither"),
+        ({"tls_ca": "{d}/c.pem"}, "'streaming.tls_ca': needs streaming.tls_cert"),
+        ({"tls_cert": "c.pem", "tls_key": "{d}/k.pem"}, "'streaming.tls_cert': must be an abs"),
+        ({"tls_cert": "{d}/none.pem", "tls_key": "{d}/k.pem"}, "'streaming.tls_cert': no such"),
+        ({"tls_cert": "{d}/c.pem", "tls_key": "{d}/k.pem"}, "cannot be used"),  # not PEM
+    ],
+)
+def test_streaming_tls_is_checked_at_load(tmp_path: Path, keys: dict[str, str],
+                                          fragment: str) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("not a PEM file\n")
+    text = "[streaming]\n" + "".join(f'{k} = "{v.format(d=tmp_path)}"\n' for k, v in keys.items())
+    with pytest.raises(c.ConfigError) as e:
+        c.load(sources(tmp_path, text))
+    assert fragment in str(e.value)
