@@ -761,3 +761,71 @@ def test_exec_over_websocket_base64_channels(crictl: Crictl) -> None:
     assert (got[1], got[2]) == (b"got hello\n", b"err\n"), got
     assert got[3] == b"command terminated with exit code 3", got  # before v4: plain text
     crictl.run("rmp", "-f", sid)
+
+
+def test_streaming_over_tls(critest_registry: RegistryServer, tmp_path: Path) -> None:
+    """`[streaming] tls_cert/tls_key` make the URLs https; with `tls_ca` a client must
+    present a certificate the CA signed (as the kubelet does): a verifying client with one
+    execs, one without is refused and nothing runs, and so is crictl (it has none). Without
+    a CA crictl streams over https (it does not check the server's certificate)."""
+    import ssl
+
+    from websockets.exceptions import WebSocketException
+
+    from shim.cri import api_pb2 as pb
+    from tests.rig.tlscerts import make_certs
+
+    binary = require_tool("crictl")
+    certs = make_certs(tmp_path / "pki")
+    cert, key = (str(p) for p in certs.server)
+    for name, ca in (("mtls", str(certs.ca)), ("tls", "")):
+        node = start_node(tmp_path / name, critest_registry, bridge=f"e2e{name}0",
+                          subnet=f"10.91.{2 if ca else 3}.0/24",
+                          extra={"streaming": {"tls_cert": cert, "tls_key": key,
+                                               "tls_ca": ca}})
+        c = Crictl(binary, node, tmp_path / name / "crictl.yaml", tmp_path / name / "work")
+        c.work.mkdir()
+        c.config.write_text("")
+        try:
+            c.run("pull", BUSYBOX, timeout=120)
+            pod = c.pod_config(name)
+            sid = c.out("runp", pod).strip()
+            cid = c.out("create", sid, c.ctr_config("c", ["sleep", "600"]), pod).strip()
+            c.run("start", cid)
+            cri = node.daemon.client()
+
+            def exec_url(*cmd: str, cri: Any = cri, cid: str = cid) -> str:
+                return str(cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=list(cmd),
+                                                           stdout=True)).url)
+            try:
+                url = exec_url("echo", "over tls")
+                assert re.fullmatch(r"https://127\.0\.0\.1:\d+/exec/[A-Za-z0-9_-]{32}", url)
+                verifying = ssl.create_default_context(cafile=str(certs.ca))
+                if ca:
+                    verifying.load_cert_chain(*(str(p) for p in certs.client))
+                got = _channels(_ws_messages(url, "v4.channel.k8s.io", ssl=verifying))
+                assert got[1] == b"over tls\n" and b'"Success"' in got[3], got
+                # a client that does not trust our CA refuses the server's certificate
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    _ws_messages(exec_url("true"), "v4.channel.k8s.io",
+                                 ssl=ssl.create_default_context())
+                if ca:
+                    # without a client certificate: refused in the handshake, nothing runs
+                    anonymous = ssl.create_default_context(cafile=str(certs.ca))
+                    # (TLS 1.3: the server's alert comes after the client's handshake, so
+                    # the client sees the connection end before any HTTP answer)
+                    with pytest.raises((ssl.SSLError, OSError, WebSocketException)):
+                        _ws_messages(exec_url("touch", "/ran"), "v4.channel.k8s.io",
+                                     ssl=anonymous)
+                    assert c.run("exec", "-s", cid, "test", "-e", "/ran",
+                                 check=False).returncode == 1
+                    refused = c.run("exec", cid, "echo", "hi", check=False)
+                    assert refused.returncode != 0, refused  # crictl presents no certificate
+                else:
+                    assert c.out("exec", cid, "echo", "crictl over https").strip() == \
+                        "crictl over https"
+            finally:
+                cri.close()
+            c.run("rmp", "-f", sid)
+        finally:
+            node.stop()
