@@ -259,8 +259,8 @@ class Tunnel:
                 elif event.opcode == Opcode.TEXT:  # client-go refuses these too
                     self._eof = True
             self._send_pending()  # pongs, the close answer
-            if self.proto.close_rcvd is not None:
-                self._eof = True
+            if self.proto.close_rcvd is not None or self.proto.parser_exc is not None:
+                self._eof = True  # closed, or a frame the library refused
         if len(self._buf) < n:
             partial = bytes(self._buf)
             self._buf.clear()
