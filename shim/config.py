@@ -117,7 +117,8 @@ class StreamingConfig:
     idle_timeout_seconds: float = 14400.0  # a session with no data either way for this long
     # is closed (the kubelet's streamIdleTimeout default, 4 h)
     # TLS (PEM files; both or neither): https URLs, for an address beyond loopback. With a CA,
-    # clients must present a certificate it signed (the kubelet's client certificate).
+    # clients must present a certificate it signed (crictl and the kubelet's proxy present
+    # none: docs/streaming.md).
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""

@@ -16,7 +16,8 @@ stream protocols:
   kubelet's channels (``v4.channel.k8s.io``: one connection per ``port`` query parameter).
 
 With a certificate and key the server speaks TLS (https URLs); with a CA too, clients must
-present a certificate it signed (as the kubelet does).
+present a certificate it signed (crictl and the kubelet's proxy present none: see
+docs/streaming.md).
 
 See docs/streaming.md for what is not built yet.
 """

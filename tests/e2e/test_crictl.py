@@ -765,7 +765,7 @@ def test_exec_over_websocket_base64_channels(crictl: Crictl) -> None:
 
 def test_streaming_over_tls(critest_registry: RegistryServer, tmp_path: Path) -> None:
     """`[streaming] tls_cert/tls_key` make the URLs https; with `tls_ca` a client must
-    present a certificate the CA signed (as the kubelet does): a verifying client with one
+    present a certificate the CA signed: a verifying client with one
     execs, one without is refused and nothing runs, and so is crictl (it has none). Without
     a CA crictl streams over https (it does not check the server's certificate)."""
     import ssl
