@@ -219,8 +219,7 @@ class StreamingServer:
             return await self._serve_websocket(kind, target, head, query, offered, reader,
                                                writer)
         if "spdy/3.1" not in upgrade:
-            return await _reply(writer, 400, "upgrade to SPDY/3.1 (or, for exec and attach, "
-                                             "to websocket)")
+            return await _reply(writer, 400, "upgrade to SPDY/3.1 or to websocket")
         offered = headers.get("x-stream-protocol-version", [])
         ours = (PORTFORWARD_PROTOCOL,) if kind == "portforward" else EXEC_PROTOCOLS
         chosen = next((p for p in offered if p in ours), None)
@@ -541,7 +540,7 @@ class StreamingServer:
                        half_close: bool = True) -> None:
         """One connection to the pod's port, relayed to a data stream. ``half_close``: the
         client's end of its data is passed on and the pod's answer still relayed (SPDY);
-        without (the websocket channels have no half-close), the pod's end ends it."""
+        without (the websocket channels have no half-close), either side's end ends it."""
         try:
             port = int(port_text)
         except ValueError:
