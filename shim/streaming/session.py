@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +18,7 @@ class Writer(Protocol):
     """What a session writes to: an asyncio.StreamWriter, or websocket.Tunnel."""
 
     def write(self, data: bytes) -> None: ...
+    def writelines(self, data: Iterable[bytes | memoryview]) -> None: ...
     async def drain(self) -> None: ...
     def is_closing(self) -> bool: ...
     def close(self) -> None: ...
@@ -53,7 +55,9 @@ class Session:
         self.reader = reader
         self.writer = writer
         # room for a batch of frames before drain() waits (the default high mark is 64 KiB)
-        writer.transport.set_write_buffer_limits(high=1 << 20)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.set_write_buffer_limits(high=1 << 20)
         self.codec = spdy.Codec()
         self.streams: dict[int, Stream] = {}
         self.new_streams: asyncio.Queue[Stream | None] = asyncio.Queue()

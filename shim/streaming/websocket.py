@@ -24,7 +24,7 @@ import base64
 import binascii
 import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from websockets.exceptions import NegotiationError
 from websockets.frames import Frame, Opcode
@@ -280,6 +280,10 @@ class Tunnel:
         with contextlib.suppress(Exception):  # after the close handshake: dropped
             self.proto.send_binary(data)
         self._send_pending()
+
+    def writelines(self, data: Iterable[bytes | memoryview]) -> None:
+        """A batch of SPDY frames as one message (the client reads a byte stream)."""
+        self.write(b"".join(data))
 
     async def drain(self) -> None:
         await self._writer.drain()
