@@ -158,14 +158,19 @@ def test_logs_exec_exit_codes_stdin_tty(kube: Kube) -> None:
     res = exec_(kube, "basic", "sh", "-c", "exit 7", check=False)
     assert res.returncode == 7, res
     assert exec_(kube, "basic", "cat", stdin="through stdin\n").stdout == "through stdin\n"
-    # a TTY: kubectl needs a terminal of its own for -t, so script(1) gives it one
-    res = subprocess.run(["script", "-qec", "stty rows 33 cols 101; "
-                          f"{kube.tools['kubectl']} --kubeconfig "
-                          f"{kube.admin_kubeconfig} exec -it basic -- sh -c 'tty; stty size'",
-                          "/dev/null"], capture_output=True, text=True, timeout=60,
-                         stdin=subprocess.DEVNULL, check=False)
-    assert res.returncode == 0, res
-    assert "/dev/pts/" in res.stdout and re.search(r"33 101\r?$", res.stdout, re.M), res
+    # a TTY: kubectl needs a terminal of its own for -t, so script(1) gives it one; its
+    # stdin stays open, as a user's terminal does (at EOF script would end the session's
+    # input while the command still runs)
+    with subprocess.Popen(["script", "-qec", "stty rows 33 cols 101; "
+                           f"{kube.tools['kubectl']} --kubeconfig "
+                           f"{kube.admin_kubeconfig} exec -it basic -- sh -c 'tty; stty size'",
+                           "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        rc = proc.wait(timeout=60)  # a few lines: no pipe fills up
+        out, err = proc.stdout.read(), proc.stderr.read()
+    assert rc == 0, (out, err)
+    assert "/dev/pts/" in out and re.search(r"33 101\r?$", out, re.M), (out, err)
     missing = exec_(kube, "basic", "no-such-command", check=False)
     assert missing.returncode != 0 and "no-such-command" in missing.stderr + missing.stdout
     delete(kube, "basic")
