@@ -25,6 +25,7 @@ PKGS=(
   gcc libc6-dev procps                                      # critest stand-in images (static C, pgrep)
   prometheus systemd                                        # a real scrape; systemd-analyze verify
   etcd-server openssl                                       # the kubelet stage's control plane
+  buildah mmdebstrap dpkg-dev                               # the Dockerfile, built offline
 )
 # units shipped by the packages above that must never run on their own
 UNITS=(docker-registry.service containerd.service prometheus.service etcd.service)

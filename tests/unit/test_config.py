@@ -159,3 +159,12 @@ def test_diff_lists_changed_keys(tmp_path: Path) -> None:
     a = c.load(sources(tmp_path))
     b = c.load(sources(tmp_path, '[logging]\nlevel = "debug"\n[metrics]\nport = 9100\n'))
     assert c.diff(a, b) == {"logging.level": ("info", "debug"), "metrics.port": (9090, 9100)}
+
+
+def test_cli_version_is_the_version_rpc_s(capsys: pytest.CaptureFixture[str]) -> None:
+    from shim.version import RUNTIME_VERSION
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"tether {RUNTIME_VERSION}\n"
