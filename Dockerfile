@@ -15,7 +15,7 @@
 ARG BASE=debian:12-slim
 FROM ${BASE} AS node
 
-ARG NODE_PACKAGES="runc crun conmon catatonit containernetworking-plugins python3 python3-venv iproute2 iptables util-linux mount ca-certificates"
+ARG NODE_PACKAGES="runc crun conmon catatonit containernetworking-plugins python3 python3-venv util-linux mount zstd iptables iproute2 ca-certificates"
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ${NODE_PACKAGES} \

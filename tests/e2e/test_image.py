@@ -147,9 +147,11 @@ def test_tether_pulls_and_runs_its_own_image(pushed: Pushed, crictl: Crictl) -> 
     code, logs = _run_to_exit(
         crictl, sid, pod, "tools", pushed.ref, command=["/bin/sh", "-c",
         "runc --version && crun --version && conmon --version && catatonit --version"
+        " && zstd --version && iptables --version && unshare --version"
         " && test ! -e /src && ls /usr/lib/cni"])
     assert code == 0, logs
-    for word in ("runc version", "crun version", "conmon version", "catatonit", "bridge",
+    for word in ("runc version", "crun version", "conmon version", "catatonit", "Zstandard CLI",
+                 "iptables v", "unshare from util-linux", "bridge",
                  "host-local", "portmap", "loopback"):
         assert word in logs, logs
     crictl.run("rmp", "-f", sid)
