@@ -15,7 +15,8 @@
 # The key hashes what decides the contents: the Dockerfile's NODE_PACKAGES line, the
 # pyproject.toml dependencies, and this script. The machine's apt mirror is a fixed
 # snapshot, so no date goes into the key; TETHER_IMAGE_REFRESH=1 rebuilds anyway.
-# Older keys are removed. --print: print the current key's dir if it is complete (exit 0),
+# A key's dir is touched whenever it is used; other keys unused for a week are removed (not
+# at once: checkouts on other branches may be using theirs). --print: print the current key's dir if it is complete (exit 0),
 # else say so (exit 3); never fetches anything.
 set -euo pipefail
 
@@ -43,7 +44,7 @@ dir=$CACHE/$key
 complete() { [ -f "$dir/base.tar" ] && [ -f "$dir/debs/Packages" ] && [ -f "$dir/.complete" ]; }
 
 if [ "${1:-}" = --print ]; then
-  if complete; then echo "$dir"; exit 0; fi
+  if complete; then touch "$dir"; echo "$dir"; exit 0; fi
   log "no complete image inputs at $dir: run scripts/image-inputs.sh as root (outside the test netns)"
   exit 3
 fi
@@ -53,7 +54,14 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9   # another test run may be making the same inputs
 
+prune() {
+  find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name '.*' ! -path "$dir" -mtime +7 \
+    -exec rm -rf {} +
+}
+
 if complete && [ "${TETHER_IMAGE_REFRESH:-0}" != 1 ]; then
+  touch "$dir"
+  prune
   log "current: $dir"
   exit 0
 fi
@@ -100,7 +108,5 @@ rm -rf "$dir"
 mv "$tmp" "$dir"
 trap - EXIT
 chmod 755 "$dir"
-for old in "$CACHE"/*; do
-  [ "$old" = "$dir" ] || rm -rf "$old"
-done
+prune
 log "made $dir in $(($(date +%s) - start))s"

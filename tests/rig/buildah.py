@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +43,10 @@ class ImageInputs:
 
 def image_inputs() -> ImageInputs:
     """The current inputs, as ``image-inputs.sh --print`` names them; never fetches."""
+    # the key hashes what this venv's python reads from pyproject.toml, as test.sh's run did
+    env = dict(os.environ, TETHER_VENV=sys.prefix)
     res = subprocess.run(["bash", str(INPUTS_SCRIPT), "--print"], capture_output=True,
-                         text=True, check=False)
+                         text=True, env=env, check=False)
     if res.returncode != 0:
         raise InputsMissing(res.stderr.strip() or f"{INPUTS_SCRIPT} --print exited "
                             f"{res.returncode}")
