@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from bench import report, sysinfo
+from bench.catalog import WORKLOADS
 from bench.cri import CriError, Unsupported
 from bench.floor import FloorConfig
 from bench.progress import Progress
@@ -28,10 +29,11 @@ from bench.templates import (
     BenchConfig,
     load_template,
 )
-from bench.workloads import WORKLOADS, Target
+from bench.workloads import Target
 
-ALL_WORKLOADS = ("basic", "lifecycle", "sandbox", "concurrency", "density", "image", "floor")
-DEFAULT_WORKLOADS = "basic,lifecycle,sandbox,concurrency,density,image,floor"
+ALL_WORKLOADS = ("basic", "lifecycle", "sandbox", "concurrency", "density", "image",
+                 "streaming", "floor")
+DEFAULT_WORKLOADS = ",".join(ALL_WORKLOADS)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,6 +62,13 @@ def parser() -> argparse.ArgumentParser:
                    help="density/image: calls of each List*/ImageStatus RPC")
     g.add_argument("--basic-iterations", type=int, default=20)
     g.add_argument("--image-rounds", type=int, default=3)
+    g.add_argument("--stream-rounds", type=int, default=3, help="streaming: rounds")
+    g.add_argument("--stream-iterations", type=int, default=20,
+                   help="streaming: crictl exec echo per round")
+    g.add_argument("--stream-mb", type=int, default=64,
+                   help="streaming: MiB fetched through port-forward")
+    g.add_argument("--stream-parallel", type=int, default=10,
+                   help="streaming: clients at once through one forward")
     g.add_argument("--image-fill", type=int, default=0,
                    help="image: pull this many distinct small images first (pushed by "
                         "python -m bench.imagefill), so List/ImageStatus see a full store")
@@ -127,6 +136,10 @@ def _config(args: argparse.Namespace, run_id: str) -> BenchConfig:
         image_rounds=args.image_rounds,
         image_fill=args.image_fill,
         image_fill_prefix=args.image_fill_prefix,
+        stream_rounds=args.stream_rounds,
+        stream_iterations=args.stream_iterations,
+        stream_mb=args.stream_mb,
+        stream_parallel=args.stream_parallel,
         settle_seconds=args.settle,
         stop_timeout=args.stop_timeout,
         warmup=args.warmup,

@@ -33,6 +33,8 @@ METRICS_SHOWN: dict[str, tuple[str, str, int]] = {
     "fill_images_pulled": ("fill images pulled first", "", 0),
     "fill_setup_s": ("fill images: pull time", "s", 1),
     "holder_pss_kib": ("pause holder PSS", "MiB", 2),
+    "pf_mb_per_s": ("port-forward, 1 connection", "MB/s", 1),
+    "pf_parallel_mb_per_s": ("port-forward, N at once (sum)", "MB/s", 1),
 }
 
 

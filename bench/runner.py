@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench import hostenv, procs
+from bench.catalog import WORKLOADS
 from bench.compare import interleave
 from bench.cri import CriClient, CriError, socket_path
 from bench.floor import Floor, FloorConfig
 from bench.progress import Progress
 from bench.templates import BENCH_LABEL, BenchConfig
-from bench.workloads import WORKLOADS, Target, Workload, WorkloadResult
+from bench.workloads import Target, Workload, WorkloadResult
 
 CGROUP_PARENT = "tether-bench"
 ERROR_ROUNDS_BEFORE_GIVING_UP = 3

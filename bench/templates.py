@@ -101,6 +101,10 @@ class BenchConfig:
     image_rounds: int = 3
     image_fill: int = 0  # image workload: distinct small images pulled first (bench.imagefill)
     image_fill_prefix: str = ""  # their references: <prefix>000:latest ...
+    stream_rounds: int = 3  # streaming workload
+    stream_iterations: int = 20  # crictl exec echo per round
+    stream_mb: int = 64  # the file fetched through port-forward
+    stream_parallel: int = 10  # clients at once through one forward
     settle_seconds: float = 1.0
     stop_timeout: int = 0
     warmup: int = 1
@@ -134,6 +138,10 @@ class BenchConfig:
             "image_rounds": self.image_rounds,
             "image_fill": self.image_fill,
             "image_fill_prefix": self.image_fill_prefix,
+            "stream_rounds": self.stream_rounds,
+            "stream_iterations": self.stream_iterations,
+            "stream_mb": self.stream_mb,
+            "stream_parallel": self.stream_parallel,
             "settle_seconds": self.settle_seconds,
             "stop_timeout": self.stop_timeout,
             "warmup_pods": self.warmup,

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cni.manager import CNIManager
-from cni.types import PodNetwork
+from cni.types import NetworkResult, PodNetwork
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
 from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
-from shim import log
+from shim import log, tracing
 from shim.config import Config
 from shim.errors import (
     AlreadyExists,
@@ -134,7 +134,9 @@ class SandboxManager:
         )
         async with self._lock(sid):
             try:
-                await self.store.sandboxes.put(rec)  # intent, before any side effect
+                with tracing.span("store.write", record="sandbox", state=rec.state,
+                                  pod_sandbox_id=sid):
+                    await self.store.sandboxes.put(rec)  # intent, before any side effect
             except BaseException:
                 self._names.pop(key, None)
                 raise
@@ -142,7 +144,8 @@ class SandboxManager:
                 await self._create(rec, details, spec, sysctl_list)
             except BaseException as e:
                 self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
-                await self._undo(rec, details)
+                with tracing.span("sandbox.undo", pod_sandbox_id=sid):
+                    await self._undo(rec, details)
                 raise
         return sid
 
@@ -151,25 +154,31 @@ class SandboxManager:
         sysctl_list: tuple[tuple[str, str], ...],
     ) -> None:
         loop = asyncio.get_running_loop()
-        files.prepare(d.sandbox_dir, d.hostname, spec.dns)
-        if spec.modes.ipc is Mode.POD:
-            files.mount_shm(d.shm_path)
-        procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
-        namespaces.prepare(d.pins)
+        with tracing.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
+            files.prepare(d.sandbox_dir, d.hostname, spec.dns)
+            if spec.modes.ipc is Mode.POD:
+                files.mount_shm(d.shm_path)
+            procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
+            namespaces.prepare(d.pins)
         # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
         # period) overlaps the steps below; settled() is awaited before the pod is ready.
-        started = await pauseholder.start(
-            self.cfg.runtime.pause_holder, d.pins, procs,
-            os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
-        )
+        with tracing.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
+                          namespaces=",".join(sorted(d.pins))) as sp:
+            started = await pauseholder.start(
+                self.cfg.runtime.pause_holder, d.pins, procs,
+                os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
+            )
+            sp.set(pid=started.holder.pid)
         self._started[rec.id] = started
         d.holder, d.launcher = started.holder, started.launcher
         d.inodes = namespaces.inodes(d.pins)
         rec.details = d.to_dict()
-        await self.store.sandboxes.put(rec)
-        # Hostname, lo and sysctls do not depend on CNI: both run at once.
-        setup = loop.run_in_executor(None, self._setup_namespaces, d, spec.modes, sysctl_list)
-        network = (self.cni.add(self._pod_network(rec, d))
+        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.store.sandboxes.put(rec)
+        # Hostname, lo and sysctls do not depend on CNI: both run at once (as tasks, which
+        # take the current span along as their parent).
+        setup = self._traced_setup(rec.id, d, spec.modes, sysctl_list)
+        network = (self._traced_cni_add(rec, d)
                    if spec.modes.network is Mode.POD else asyncio.sleep(0, None))
         setup_done, result = await asyncio.gather(setup, network, return_exceptions=True)
         if isinstance(setup_done, BaseException):
@@ -180,11 +189,27 @@ class SandboxManager:
             d.cni_network = result.network_name
             d.ips = [str(ip.address.ip) for ip in result.sandbox_ips()]
             d.cni_result = dict(result.raw)
-        await started.settled()
+        with tracing.span("sandbox.settle", pod_sandbox_id=rec.id):
+            await started.settled()
         rec.details = d.to_dict()
         rec.state = State.READY.value
-        await self.store.sandboxes.put(rec)
+        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.store.sandboxes.put(rec)
         self._watch(rec.id, d)
+
+    async def _traced_setup(self, sid: str, d: SandboxDetails, modes: NamespaceModes,
+                            sysctl_list: tuple[tuple[str, str], ...]) -> None:
+        with tracing.span("sandbox.namespaces", pod_sandbox_id=sid, sysctls=len(sysctl_list)):
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._setup_namespaces, d, modes, sysctl_list)
+
+    async def _traced_cni_add(self, rec: SandboxRecord, d: SandboxDetails) -> NetworkResult:
+        with tracing.span("cni.add", pod_sandbox_id=rec.id) as sp:
+            result = await self.cni.add(self._pod_network(rec, d))
+            if sp.recording:
+                sp.set(network=result.network_name,
+                       ips=",".join(str(ip.address.ip) for ip in result.sandbox_ips()))
+            return result
 
     @staticmethod
     def _setup_namespaces(

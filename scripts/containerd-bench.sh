@@ -259,7 +259,7 @@ up() {
   setsid nsenter --net="$NETNS_PATH" -- containerd --config "$CONF" >>"$LOG" 2>&1 < /dev/null &
   echo $! > "$PIDF"
   local ok=0
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     if [ -S "$SOCK" ] && ctr_ version >/dev/null 2>&1; then ok=1; break; fi
     running || break
     sleep 0.1

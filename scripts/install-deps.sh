@@ -25,6 +25,8 @@ PKGS=(
   gcc libc6-dev procps                                      # critest stand-in images (static C, pgrep)
   prometheus systemd                                        # a real scrape; systemd-analyze verify
   etcd-server openssl                                       # the kubelet stage's control plane
+  golang-go golang-github-masterminds-sprig-dev             # tools/chart-render: the Helm chart
+  golang-gopkg-yaml.v3-dev golang-github-burntsushi-toml-dev #   rendered as helm does (no helm here)
   buildah mmdebstrap dpkg-dev                               # the Dockerfile, built offline
 )
 # units shipped by the packages above that must never run on their own

@@ -5,7 +5,8 @@
 #      offline build needs: fetched here, in the host namespace, as the test netns has no
 #      mirror; a no-op when current; a failure only warns, tests/e2e/test_image.py reports it)
 #   2. ruff check . and mypy (config in pyproject.toml)   [TETHER_SKIP_LINT=1 skips]
-#   3. pytest inside a fresh network namespace (`unshare --net --fork`, lo up; the mount
+#   3. the offline test images (tests/images/, cached), while the network is reachable
+#   4. pytest inside a fresh network namespace (`unshare --net --fork`, lo up; the mount
 #      namespace is kept, as runc needs /sys/fs/cgroup), so nothing a test starts can
 #      reach the host's network.
 # Extra arguments go to pytest:  scripts/test.sh -k registry   |   make test ARGS='-x'
@@ -38,6 +39,13 @@ fi
 
 step "cgroups (crun needs no controller left on a hybrid host's cgroup2)"
 bash "$REPO/scripts/cgroups-fix.sh"
+
+# Built here, not by the first test that wants them: on a fresh machine critest.sh downloads
+# Debian's busybox, and inside the test netns there is no network.
+step "test images and wheels (cached; tests/images/)"
+bash "$REPO/tests/images/build.sh" >/dev/null
+bash "$REPO/tests/images/critest.sh" >/dev/null
+bash "$REPO/tests/images/wheels.sh" 2>/dev/null
 
 step "pytest $* (in a private network namespace)"
 TETHER_HOST_NETNS_INO=$(stat -L -c %i /proc/self/ns/net)

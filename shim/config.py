@@ -17,6 +17,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import tomli_w
 
+from shim import tracing
+
 DEFAULT_CONFIG_FILE = "/etc/tether/tether.toml"
 DEFAULT_DROPIN_DIR = "/etc/tether/tether.d"
 
@@ -123,6 +125,18 @@ class LoggingConfig:
 
 
 @dataclass
+class TracingConfig:
+    # OpenTelemetry spans exported over OTLP/gRPC. Off: the SDK is not even imported.
+    enabled: bool = False
+    # The collector: host:port (plaintext, as a node-local agent), http:// or https:// URL.
+    endpoint: str = "127.0.0.1:4317"
+    # Share of new traces kept, 0..1; a trace the caller started (traceparent) keeps its
+    # caller's choice.
+    sampling_ratio: float = 1.0
+    service_name: str = "tether"
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -132,6 +146,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -312,6 +327,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError("key 'images.max_concurrent_downloads': must be 1..64")
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("key 'runtime.pids_limit': must be >= 0 (0 = no limit)")
+    _check_tracing(cfg.tracing)
+
+
+def _check_tracing(t: TracingConfig) -> None:
+    # Checked when off too: turning it on later should not reveal an old typo.
+    try:
+        tracing.parse_endpoint(t.endpoint)
+    except ValueError as e:
+        raise ConfigError(f"key 'tracing.endpoint': {t.endpoint!r}: {e}") from None
+    if not 0.0 <= t.sampling_ratio <= 1.0:
+        raise ConfigError(
+            f"key 'tracing.sampling_ratio': must be 0..1 (got {t.sampling_ratio:g})")
+    if not t.service_name.strip():
+        raise ConfigError("key 'tracing.service_name': must not be empty")
+    if t.enabled and (missing := tracing.missing_packages()) is not None:
+        raise ConfigError(
+            f"key 'tracing.enabled': tracing needs the OpenTelemetry SDK and OTLP exporter, "
+            f"not installed here: {missing} ({tracing.EXTRA_HINT})")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import grpc
 from cni.manager import CNIManager
 from podsandbox.manager import SandboxManager
 from shim import config as configmod
-from shim import log, metrics, rpc
+from shim import log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
@@ -100,6 +100,8 @@ class Daemon:
             # which shows as latency spikes on the kubelet's List polling.
             gc.freeze()
             await self.streaming.start()
+            # after reconcile: spans are of RPCs and their steps only
+            tracing.configure(cfg.tracing)
             server = grpc.aio.server(interceptors=[Interceptor()])
             api_pb2_grpc.add_RuntimeServiceServicer_to_server(
                 self._servicer("RuntimeService"), server
@@ -119,6 +121,7 @@ class Daemon:
                 "serving",
                 socket=cfg.server.listen,
                 metrics=f"{cfg.metrics.address}:{cfg.metrics.port}" if cfg.metrics.enabled else "",
+                tracing=cfg.tracing.endpoint if cfg.tracing.enabled else "",
                 pid=os.getpid(),
             )
             notify("READY=1", f"STATUS=serving CRI on {cfg.server.listen}",
@@ -130,6 +133,7 @@ class Daemon:
         finally:
             await self.streaming.stop()
             await self.images.close()
+            await asyncio.to_thread(tracing.shutdown)  # the last spans, bounded by a timeout
             self.store.close()
             guard.release()
             self.logger.info("stopped")

@@ -1,4 +1,5 @@
-"""The one gRPC interceptor: request id, one log line per RPC, metrics, errors to codes.
+"""The one gRPC interceptor: request id, one log line per RPC, metrics, the RPC's span,
+errors to codes.
 
 Handlers raise ``shim.errors.TetherError`` subclasses; this is the only place that turns
 them into gRPC status codes. Anything else is a bug: logged with its traceback, INTERNAL.
@@ -14,11 +15,13 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 
-from shim import log, metrics
+from shim import log, metrics, tracing
 from shim.errors import InvalidArgument, TetherError
 
 # Request fields worth a place in the log line, when the message has them.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
+# Response fields that name what the RPC made or resolved: span attributes.
+_RESPONSE_FIELDS = ("pod_sandbox_id", "container_id", "image_ref")
 
 
 class Undecodable:
@@ -68,6 +71,34 @@ def _ids(request: Any) -> dict[str, str]:
     return out
 
 
+def span_attributes(request: Any, ids: dict[str, str]) -> dict[str, tracing.Attr]:
+    """The RPC span's attributes: the logged ids, a container's image, the handler a pod
+    asks for."""
+    out: dict[str, tracing.Attr] = {k: v for k, v in ids.items() if k != "name"}
+    if isinstance(request, Undecodable):
+        return out
+    fields = request.DESCRIPTOR.fields_by_name
+    if "config" in fields and request.HasField("config"):
+        config = request.config
+        container = config.DESCRIPTOR.name == "ContainerConfig"
+        if "name" in ids:
+            out["container_name" if container else "pod_name"] = ids["name"]
+        if container and config.image.image:
+            out["image"] = config.image.image
+    if "runtime_handler" in fields and request.runtime_handler:
+        out["runtime_handler"] = request.runtime_handler
+    return out
+
+
+def response_attributes(response: Any) -> dict[str, tracing.Attr]:
+    out: dict[str, tracing.Attr] = {}
+    fields = getattr(getattr(response, "DESCRIPTOR", None), "fields_by_name", {})
+    for name in _RESPONSE_FIELDS:
+        if name in fields and (value := getattr(response, name)):
+            out[name] = value
+    return out
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str):
@@ -78,25 +109,37 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 class _Call:
     """Bookkeeping of one RPC: binds the log context, records the outcome once."""
 
-    def __init__(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
-        self.method = method
+    def __init__(self, path: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        self.method = path.rsplit("/", 1)[-1]
         self.context = context
         self.start = time.monotonic()
         self.code = grpc.StatusCode.OK
+        self.message = ""
         self.ids = _ids(request)
+        self.span: tracing.RPCSpan = tracing.NOOP
+        if tracing.enabled():
+            self.span = tracing.rpc_span(path, context.invocation_metadata(),
+                                         span_attributes(request, self.ids))
+        extra = {"trace_id": self.span.trace_id} if self.span.trace_id else {}
         self.tokens = structlog.contextvars.bind_contextvars(
-            request_id=_request_id(context), method=method
+            request_id=_request_id(context), method=self.method, **extra
         )
+
+    def answered(self, response: Any) -> None:
+        if self.span.recording:
+            self.span.set(**response_attributes(response))
 
     async def fail(self, exc: BaseException) -> NoReturn:
         logger = log.get("rpc")
         if isinstance(exc, TetherError):
             self.code = exc.code
+            self.message = exc.message
             if exc.detail:
                 logger.debug("error detail", detail=exc.detail, **self.ids)
             await self.context.abort(exc.code, exc.message)
         logger.exception("unexpected error", **self.ids)
         self.code = grpc.StatusCode.INTERNAL
+        self.message = f"internal error: {exc}"
         await self.context.abort(grpc.StatusCode.INTERNAL, f"{self.method}: internal error: {exc}")
         raise AssertionError("unreachable: abort raises")
 
@@ -107,6 +150,7 @@ class _Call:
             code = self.context.code()
             if isinstance(code, grpc.StatusCode):
                 self.code = code
+                self.message = self.context.details() or ""
         metrics.OPERATIONS.labels(self.method).inc()
         metrics.OPERATION_LATENCY.labels(self.method).observe(elapsed)
         logger = log.get("rpc")
@@ -116,16 +160,19 @@ class _Call:
             logger.info("rpc failed", **fields)
         else:
             logger.info("rpc", **fields)
+        self.span.end(self.code, self.message)
         structlog.contextvars.reset_contextvars(**self.tokens)
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def _wrap_unary(path: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, request, context)
+        call = _Call(path, request, context)
         try:
             if (bad := _undecodable(request)) is not None:
                 raise bad
-            return await behavior(request, context)
+            response = await behavior(request, context)
+            call.answered(response)
+            return response
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -136,9 +183,9 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
     return handler
 
 
-def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+def _wrap_stream(path: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, request, context)
+        call = _Call(path, request, context)
         try:
             if (bad := _undecodable(request)) is not None:
                 raise bad
@@ -172,16 +219,16 @@ class Interceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
+        path = details.method
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(path, handler.unary_unary),
                 request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(path, handler.unary_stream),
                 request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )

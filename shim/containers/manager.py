@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
-from shim import log
+from shim import log, tracing
 from shim.config import Config
 from shim.containers import events, exec_sync
 from shim.containers.types import ContainerDetails, CState
@@ -127,6 +127,7 @@ class ContainerManager:
                 f"already exists in pod {pod.id} as {self._names[key]}")
         cid = secrets.token_hex(32)
         self._names[key] = cid
+        tracing.annotate(runtime_handler=pod.runtime_handler, image_ref=image.id)
         pd = SandboxDetails.from_dict(pod.details)
         annotations = dict(config.annotations)
         d = ContainerDetails(
@@ -149,14 +150,17 @@ class ContainerManager:
         )
         async with self._lock(cid):
             try:
-                await self.store.containers.put(rec)  # intent, before any side effect
+                with tracing.span("store.write", record="container", state=rec.state,
+                                  container_id=cid):
+                    await self.store.containers.put(rec)  # intent, before any side effect
             except BaseException:
                 self._names.pop(key, None)
                 raise
             try:
                 await self._prepare(rec, d, config, sandbox_config, pod, pd, image)
             except BaseException:
-                await self._cleanup(rec, d)
+                with tracing.span("container.cleanup", container_id=cid):
+                    await self._cleanup(rec, d)
                 raise
         return cid
 
@@ -174,10 +178,14 @@ class ContainerManager:
                        pd: SandboxDetails, image: Any) -> None:
         os.makedirs(d.bundle, mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(d.log_path), mode=0o755, exist_ok=True)
-        d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir)
+        with tracing.span("container.rootfs", container_id=rec.id, image_ref=image.id,
+                          layers=len(image.layers)):
+            d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir)
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
-        config = await self._image_volumes(rec, d, config)
+        if any(m.HasField("image") and m.image.image for m in config.mounts):
+            with tracing.span("container.image_volumes", container_id=rec.id):
+                config = await self._image_volumes(rec, d, config)
         files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
                            group=_read_image_file(d.rootfs, "/etc/group"))
         reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
@@ -201,11 +209,12 @@ class ContainerManager:
                     f"{ns.target_id!r} is not running in this pod")
             target_pid = td.pid.pid
         # off the event loop: it reads files a request names (a Localhost seccomp profile)
-        doc = await asyncio.to_thread(
-            spec.generate, rec.id, config, sandbox_config, self._pod_context(pod, pd),
-            image.config, files, d.rootfs, self._options(d.handler), target_pid=target_pid,
-            device_info=_device_info(config),
-        )
+        with tracing.span("oci.spec", container_id=rec.id, runtime_handler=d.handler):
+            doc = await asyncio.to_thread(
+                spec.generate, rec.id, config, sandbox_config, self._pod_context(pod, pd),
+                image.config, files, d.rootfs, self._options(d.handler), target_pid=target_pid,
+                device_info=_device_info(config),
+            )
         proc = doc["process"]
         argv0 = proc["args"][0] if proc.get("args") else ""
         if not lookup.command_exists(d.rootfs, argv0, proc.get("env", []), proc.get("cwd", "/"),
@@ -222,7 +231,9 @@ class ContainerManager:
         _write_json(os.path.join(d.bundle, "config.json"), doc)
         rec.details = d.to_dict()
         rec.state = CState.CREATED.value
-        await self.store.containers.put(rec)
+        with tracing.span("store.write", record="container", state=rec.state,
+                          container_id=rec.id):
+            await self.store.containers.put(rec)
         self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
@@ -305,6 +316,7 @@ class ContainerManager:
                 raise FailedPrecondition(
                     f"container {rec.id} is {rec.state}, not created: cannot start it")
             d = ContainerDetails.from_dict(rec.details)
+            tracing.annotate(pod_sandbox_id=rec.sandbox_id, runtime_handler=d.handler)
             rt = self.runtime(d.handler)
             paths = self._monitor_paths(rec.id, d)
             os.makedirs(self.exit_dir, mode=0o700, exist_ok=True)
@@ -312,7 +324,11 @@ class ContainerManager:
             argv = conmon.conmon_argv(self.cfg.runtime.conmon, rt, rec.id, rec.name, paths,
                                       tty=d.tty, stdin=d.stdin, stdin_once=d.stdin_once)
             try:
-                mon = await conmon.create(argv, paths)
+                # conmon runs `<runtime> create` and reports the container's pid
+                with tracing.span("runtime.create", container_id=rec.id,
+                                  runtime_handler=d.handler) as sp:
+                    mon = await conmon.create(argv, paths)
+                    sp.set(pid=mon.container_pid)
             except TetherError as e:
                 await self._cannot_run(rec, d, e)
                 raise
@@ -323,7 +339,9 @@ class ContainerManager:
             self._watch(rec.id, d)
             started_at = time.time_ns()  # before: a quick process may exit before start returns
             try:
-                await rt.start(rec.id)
+                with tracing.span("runtime.start", container_id=rec.id,
+                                  runtime_handler=d.handler):
+                    await rt.start(rec.id)
             except TetherError as e:
                 await rt.delete(rec.id)
                 await self._cannot_run(rec, d, e)
@@ -335,7 +353,9 @@ class ContainerManager:
                 rec.finished_at = started_at
             if rec.state == CState.CREATED.value:
                 rec.state = CState.RUNNING.value
-            await self.store.containers.put(rec)
+            with tracing.span("store.write", record="container", state=rec.state,
+                              container_id=rec.id):
+                await self.store.containers.put(rec)
             self._publish(events.Kind.STARTED, rec.id, rec.sandbox_id)
 
     async def _cannot_run(self, rec: ContainerRecord, d: ContainerDetails,

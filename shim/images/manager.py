@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shim import errors, log
+from shim import errors, log, tracing
 from shim.config import Config, ImagesConfig
 from shim.cri import api_pb2 as pb
 from shim.images import auth as authmod
@@ -355,6 +355,7 @@ class ImageManager:
             )
             if shared:
                 metrics.PULLS_COALESCED.inc()
+                tracing.annotate(coalesced=True)  # its steps are in the other pull's trace
             return image_id
         except errors.TetherError as e:
             outcome = type(e).__name__.lower()
@@ -442,8 +443,7 @@ class ImageManager:
         for ep in eps:
             session = await self._session(image, ref, ep, creds)
             try:
-                raw, _ = await self._call(image, session, session.manifest,
-                                          ref.digest or ref.tag)
+                raw = await self._manifest(image, session, ref.digest or ref.tag)
                 return session, raw
             except errors.TetherError as e:
                 session.close()
@@ -474,7 +474,7 @@ class ImageManager:
                     mdigest = entry.digest
                     have = self.catalog.by_manifest(mdigest)
                     if have is None:
-                        raw, _ = await self._call(image, session, session.manifest, mdigest)
+                        raw = await self._manifest(image, session, mdigest)
                         if digest_of(raw) != mdigest:
                             raise errors.Internal(f"pull {image}: platform manifest digest "
                                                   "mismatch")
@@ -493,6 +493,17 @@ class ImageManager:
         finally:
             session.close()
         return await self._name(image_id, ref, top)
+
+    async def _manifest(self, image: str, session: Session, tag_or_digest: str | None
+                        ) -> bytes:
+        """One manifest (or index) from the session's endpoint."""
+        ep = session.endpoint
+        with tracing.span("image.manifest", image=image, endpoint=ep.name, mirror=ep.mirror,
+                          reference=tag_or_digest) as sp:
+            raw, _ = await self._call(image, session, session.manifest, tag_or_digest)
+            if sp.recording:
+                sp.set(digest=digest_of(raw), kind=kind(raw))
+            return raw
 
     def _complete(self, img: Image) -> bool:
         return all(self.snapshots.exists(c) for c in img.chain_ids)
@@ -558,13 +569,15 @@ class ImageManager:
             self._download(session, desc.digest, desc.size)
             return self.blobs.read_verified(desc.digest, CONFIG_LIMIT)
 
-        data = await asyncio.to_thread(local)
-        if data is None:
-            try:
-                data = await self._call(image, session, fetch)
-            except BlobError as e:
-                raise errors.Internal(f"pull {image}: image config: {e}") from None
-            metrics.PULL_BYTES.inc(len(data))
+        with tracing.span("image.config", digest=desc.digest, size=desc.size) as sp:
+            data = await asyncio.to_thread(local)
+            sp.set(cached=data is not None)
+            if data is None:
+                try:
+                    data = await self._call(image, session, fetch)
+                except BlobError as e:
+                    raise errors.Internal(f"pull {image}: image config: {e}") from None
+                metrics.PULL_BYTES.inc(len(data))
         try:
             return ConfigBlob.parse(data)
         except ManifestError as e:
@@ -591,8 +604,13 @@ class ImageManager:
 
         async def run(i: int, layer: Layer) -> int:
             async with self._layer_slots:
-                return await self._call(image, session, self._layer, image, session, i, n,
-                                        layer, pool=self._layer_pool)
+                # download and unpack are one stream (the layer is unpacked as it arrives)
+                with tracing.span("image.layer", digest=layer.digest, size=layer.size,
+                                  index=i, layers=n, media_type=layer.media_type) as sp:
+                    downloaded = await self._call(image, session, self._layer, image, session,
+                                                  i, n, layer, pool=self._layer_pool)
+                    sp.set(downloaded_bytes=downloaded)
+                    return downloaded
 
         async def one(i: int, layer: Layer) -> int:
             joined = self._layer_flights.running(layer.chain_id)
@@ -685,7 +703,9 @@ class ImageManager:
             return
         for x in (new, *others):
             writes.append((self.store.images, x.to_record(), False))
-        await self.store.write(writes)
+        with tracing.span("store.write", record="image", image_ref=img.id,
+                          names=len(new.repo_tags) + len(new.repo_digests)):
+            await self.store.write(writes)
         for x in (new, *others):
             self.catalog.put(x)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shim import tracing
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
 from shim.rpc.sandbox_convert import spec_from_request
@@ -17,5 +18,6 @@ async def run_pod_sandbox(
     d: Daemon, req: pb.RunPodSandboxRequest, ctx: object
 ) -> pb.RunPodSandboxResponse:
     spec = spec_from_request(req, d.config.runtime.default_handler)
+    tracing.annotate(runtime_handler=spec.runtime_handler)  # the default one, when unnamed
     sandbox_id = await d.sandboxes.run(spec)
     return pb.RunPodSandboxResponse(pod_sandbox_id=sandbox_id)

@@ -43,6 +43,7 @@ from shim.streaming.session import Session, Stream
 
 TOKEN_TTL = 60.0
 HEAD_LIMIT = 16 * 1024
+FORWARD_READ = 256 * 1024  # port-forward: the most read from the pod's socket at once
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                   "v2.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
@@ -489,7 +490,7 @@ class StreamingServer:
                                       f"{e}".encode(), fin=True)
             await session.close_stream(data)
             return
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=FORWARD_READ)
 
         async def to_pod() -> None:
             while (chunk := await data.read()) is not None:
@@ -499,7 +500,8 @@ class StreamingServer:
                 writer.write_eof()
 
         async def from_pod() -> None:
-            while chunk := await reader.read(65536):
+            # reads as large as the socket has (up to 256 KiB), sent as one batch of frames
+            while chunk := await reader.read(FORWARD_READ):
                 await session.send(data, chunk)
             await session.close_stream(data)
 

@@ -151,9 +151,12 @@ class Codec:
         return self._control(WINDOW_UPDATE, 0, struct.pack(">II", stream_id, delta))
 
     @staticmethod
+    def data_header(stream_id: int, length: int, fin: bool = False) -> bytes:
+        return struct.pack(">II", stream_id & 0x7FFFFFFF, ((FLAG_FIN if fin else 0) << 24) | length)
+
+    @staticmethod
     def data(stream_id: int, payload: bytes, fin: bool = False) -> bytes:
-        return struct.pack(">II", stream_id & 0x7FFFFFFF,
-                           ((FLAG_FIN if fin else 0) << 24) | len(payload)) + payload
+        return Codec.data_header(stream_id, len(payload), fin) + payload
 
     async def read(self, reader: asyncio.StreamReader) -> Frame | None:
         """The next frame; None at a clean end of the connection."""

@@ -17,11 +17,13 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.rig.containerd import ContainerdNode, start_containerd
 from tests.rig.critest import SHARED_BIN, find_tool
 from tests.rig.daemon import free_port
 from tests.rig.node import Node, start_node
@@ -116,11 +118,15 @@ class Kube:
     base: Path
     registry: RegistryServer
     tools: dict[str, str]
+    # "tether", or "containerd" to measure the same cases against the reference runtime
+    runtime: str = "tether"
     node: Node | None = None
+    containerd: ContainerdNode | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
     api_port: int = 0
     kubelet_port: int = 0
     cgroup_root: str = ""
+    removals: RemovalWatch | None = None
 
     # ---------------------------------------------------------------- paths
     @property
@@ -156,9 +162,14 @@ class Kube:
     def get(self, kind: str, name: str, namespace: str = "default") -> Any:
         return json.loads(self.kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
 
+    @property
+    def endpoint(self) -> str:
+        node = self.node or self.containerd
+        assert node is not None
+        return node.endpoint
+
     def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        assert self.node is not None
-        ep = self.node.endpoint
+        ep = self.endpoint
         crictl = find_tool("crictl")
         if crictl is None:
             raise KubeError("crictl not found")
@@ -177,11 +188,17 @@ class Kube:
         self._make_pki()
         self._etcd()
         self._apiserver()
-        self.node = start_node(self.base / "node", self.registry, bridge="tkubebr0",
-                               subnet="10.204.0.0/24",
-                               extra={"runtime": {"default_cgroup_parent":
-                                                  f"{self.cgroup_root}/tether"}})
+        if self.runtime == "containerd":
+            self.containerd = start_containerd(self.base / "containerd", self.registry,
+                                               bridge="tkubebr0", subnet="10.204.0.0/24")
+        else:
+            self.node = start_node(self.base / "node", self.registry, bridge="tkubebr0",
+                                   subnet="10.204.0.0/24",
+                                   extra={"runtime": {"default_cgroup_parent":
+                                                      f"{self.cgroup_root}/tether"}})
         self._kubelet()
+        self.removals = RemovalWatch(self)
+        self.removals.start()
         return self
 
     def _link_up(self) -> None:
@@ -290,7 +307,6 @@ class Kube:
         self._wait("kube-apiserver ready", proc, ready, 90)
 
     def _kubelet(self) -> None:
-        assert self.node is not None
         for d in _cgroup_dirs(self.cgroup_root):
             d.mkdir(exist_ok=True)
         self.kubelet_dir.mkdir(exist_ok=True)
@@ -328,8 +344,7 @@ class Kube:
         self.start_kubelet()
 
     def start_kubelet(self) -> None:
-        assert self.node is not None
-        ep = self.node.endpoint
+        ep = self.endpoint
         proc = self._start("kubelet", [
             self.tools["kubelet"], f"--config={self.base / 'kubelet.yaml'}",
             f"--kubeconfig={self.base / 'kubelet.kubeconfig'}",
@@ -360,19 +375,76 @@ class Kube:
     # ---------------------------------------------------------------- tear-down
     def down(self) -> None:
         """Pods deleted through the API, then everything stopped and removed: the node's
-        pods (CRI), the kubelet's mounts and cgroups, the node-IP link."""
-        with contextlib.suppress(Exception):
+        pods (CRI), the kubelet's mounts and cgroups, the node-IP link. Every step runs even
+        when one before it failed; the first failure is raised at the end."""
+        def delete_pods() -> None:
             if "kubelet" in self.procs and "apiserver" in self.procs:
                 self.kubectl("delete", "pods", "--all", "-A", "--grace-period=1",
                              "--timeout=60s", check=False, timeout=90)
-        self.stop_kubelet()
-        if self.node is not None:
-            self.node.stop()
-        for name in ("apiserver", "etcd"):
-            proc = self.procs.pop(name, None)
-            if proc is not None:
-                proc.stop()
-        _umount_under(self.kubelet_dir)
-        for d in _cgroup_dirs(self.cgroup_root):
-            _rm_cgroup_tree(d)
-        subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
+
+        def stop_runtime() -> None:
+            if self.node is not None:
+                self.node.stop()
+            if self.containerd is not None:
+                self.containerd.stop(find_tool("crictl") or "crictl")
+
+        def stop_control_plane() -> None:
+            for name in ("apiserver", "etcd"):
+                proc = self.procs.pop(name, None)
+                if proc is not None:
+                    proc.stop()
+
+        def remove_cgroups() -> None:
+            for d in _cgroup_dirs(self.cgroup_root):
+                _rm_cgroup_tree(d)
+
+        steps = [delete_pods, self.removals.stop if self.removals else (lambda: None),
+                 self.stop_kubelet, stop_runtime, stop_control_plane,
+                 lambda: _umount_under(self.kubelet_dir), remove_cgroups,
+                 lambda: subprocess.run(["ip", "link", "del", LINK], check=False,
+                                        capture_output=True)]
+        errors: list[BaseException] = []
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # the rest must still run
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+class RemovalWatch(threading.Thread):
+    """How long a deleted pod stays in the runtime: polls ``crictl pods`` every half second
+    and keeps, per pod name, when it was last seen; ``deleted`` is filled by whoever deletes
+    (the time ``kubectl delete`` was started)."""
+
+    def __init__(self, kube: Kube) -> None:
+        super().__init__(daemon=True, name="removal-watch")
+        self.kube = kube
+        self.last_seen: dict[str, float] = {}
+        self.deleted: dict[str, float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.5):
+            with contextlib.suppress(Exception):
+                res = self.kube.crictl("pods", "-o", "json", check=False)
+                now = time.monotonic()
+                for item in json.loads(res.stdout or "{}").get("items", []):
+                    self.last_seen[item["metadata"]["name"]] = now
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def mark_deleted(self, *names: str) -> None:
+        now = time.monotonic()
+        self.deleted.update({n: now for n in names})
+
+    def report(self) -> dict[str, float | None]:
+        """Seconds from ``kubectl delete`` to the pod's sandbox gone from the runtime (None:
+        still there)."""
+        recent = time.monotonic() - 1
+        return {name: None if self.last_seen.get(name, 0) > recent else
+                round(max(0.0, self.last_seen.get(name, t) - t) + 0.25, 1)
+                for name, t in sorted(self.deleted.items())}

@@ -92,24 +92,30 @@ def node_config(registry_host: str, cgroup_parent: str, extra: dict[str, object]
     return tomli_w.dumps(cfg)
 
 
-def start_node(base: Path, registry: RegistryServer, *, bridge: str, subnet: str,
-               extra: dict[str, object] | None = None) -> Node:
-    parent = f"/tethernode{os.getpid()}{bridge}"
-    daemon = TetherDaemon(base / "tether", config_text=node_config(registry.host, parent, extra),
-                          log_level="info")
-    daemon.cni_conf_dir.mkdir(parents=True, exist_ok=True)
-    conflist = {
+def bridge_conflist(bridge: str, subnet: str, ipam_dir: Path) -> dict[str, object]:
+    """A node's pod network: a bridge with host-local IPAM, portmap (hostPort) and loopback."""
+    return {
         "cniVersion": "1.0.0",
         "name": f"{bridge}-net",
         "plugins": [
             {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
              "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": str(base / "ipam"),
+             "ipam": {"type": "host-local", "dataDir": str(ipam_dir),
                       "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
             {"type": "loopback"},
         ],
     }
-    (daemon.cni_conf_dir / "10-node.conflist").write_text(json.dumps(conflist))
+
+
+def start_node(base: Path, registry: RegistryServer, *, bridge: str, subnet: str,
+               extra: dict[str, object] | None = None,
+               env: dict[str, str] | None = None) -> Node:
+    parent = f"/tethernode{os.getpid()}{bridge}"
+    daemon = TetherDaemon(base / "tether", config_text=node_config(registry.host, parent, extra),
+                          log_level="info", env=dict(env or {}))
+    daemon.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+    (daemon.cni_conf_dir / "10-node.conflist").write_text(
+        json.dumps(bridge_conflist(bridge, subnet, base / "ipam")))
     daemon.start()
     return Node(daemon, registry, bridge)

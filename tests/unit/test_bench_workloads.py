@@ -169,3 +169,14 @@ def test_load_single_plugin_conf(tmp_path: Path) -> None:
     f.write_text(json.dumps({"cniVersion": "0.4.0", "name": "n", "type": "bridge"}))
     cl = floor.load_conflist(str(f))
     assert cl["name"] == "n" and cl["plugins"][0]["type"] == "bridge"
+
+
+def test_streaming_workload_is_listed_and_reads_crictls_forward_line() -> None:
+    from bench.catalog import WORKLOADS
+    from bench.cli import ALL_WORKLOADS
+    from bench.streaming import FORWARDING
+
+    assert "streaming" in WORKLOADS and "streaming" in ALL_WORKLOADS
+    m = FORWARDING.search("Forwarding from 127.0.0.1:41234 -> 8080\n")
+    assert m is not None and m.group(1) == "41234"
+    assert FORWARDING.search("Forwarding from [::1]:41234 -> 8080") is None
