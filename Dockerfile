@@ -1,6 +1,7 @@
 # Tether as a node-agent image: the daemon plus what it runs on a node (runc, crun, conmon,
 # catatonit as the pause holder, the CNI plugins), on Debian 12 slim, with Tether
-# pip-installed from this checkout into a venv at /opt/tether.
+# pip-installed from this checkout into a venv at /opt/tether (its wheels in
+# /opt/tether/wheels and the systemd unit in /usr/share/tether, for the chart's installer).
 #
 #   buildah bud -t tether:dev .        (or: docker build -t tether:dev .)
 #
@@ -23,18 +24,23 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # Built in a stage of its own from a copy of the checkout (.dockerignore keeps the venv and
-# caches out), so the final image has the venv but no source and no build leftovers.
+# caches out), so the final image has no source and no build leftovers. The wheels Tether is
+# installed from stay in the image: the Helm chart's installer (charts/tether/files/install.sh)
+# installs Tether on the host from /opt/tether/wheels, with the unit in /usr/share/tether.
 FROM node AS build
 ARG PIP_INDEX_URL
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 COPY . /src
 RUN python3 -m venv /opt/tether \
- && /opt/tether/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+ && /opt/tether/bin/pip wheel --no-cache-dir --disable-pip-version-check -w /opt/tether/wheels /src \
+ && /opt/tether/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
+      --find-links /opt/tether/wheels tether \
  && /opt/tether/bin/tether --version
 
 FROM node
 COPY --from=build /opt/tether /opt/tether
+COPY contrib/systemd/tether.service /usr/share/tether/tether.service
 ENV PATH=/opt/tether/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LABEL org.opencontainers.image.title="tether" \
       org.opencontainers.image.description="A Kubernetes CRI container runtime (node agent)"

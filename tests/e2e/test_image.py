@@ -1,7 +1,8 @@
 """Tether runs its own image: the repository's Dockerfile built by buildah (rootful, vfs
 storage in the test's own directory, no Docker daemon, offline: see tests/rig/buildah.py
 and scripts/image-inputs.sh), pushed to the test registry, then pulled by a Tether daemon
-through crictl and run as containers whose output crictl logs shows.
+through crictl and run as containers whose output crictl logs shows, the chart's installer
+among them.
 
 buildah comes from Debian (scripts/install-deps.sh), crictl from $CRICTL, PATH or
 ../shared/tools/bin; without either, or without the cached image inputs, these tests say so
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -28,6 +30,7 @@ from tests.rig.node import start_node
 from tests.rig.registry import RegistryServer, http_get
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+INSTALLER = REPO_ROOT / "charts" / "tether" / "files" / "install.sh"
 REPOSITORY = "tether/node"
 TAG = "test"
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json, "
@@ -108,8 +111,9 @@ def test_the_pushed_image_is_in_the_registry(pushed: Pushed) -> None:
 
 
 def _run_to_exit(crictl: Crictl, sid: str, pod: str, name: str, image: str,
-                 **process: list[str]) -> tuple[int, str]:
-    """Create and start a container with ``command``/``args`` as given; exit code and logs."""
+                 **process: Any) -> tuple[int, str]:
+    """Create and start a container with ``command``/``args``/``envs``/``mounts`` as given;
+    its exit code and logs."""
     doc = {"metadata": {"name": name, "attempt": 0}, "image": {"image": image},
            "log_path": f"{name}/0.log", "linux": {}, **process}
     cid = crictl.out("create", sid, crictl.write(f"ctr-{name}.json", doc), pod).strip()
@@ -148,10 +152,31 @@ def test_tether_pulls_and_runs_its_own_image(pushed: Pushed, crictl: Crictl) -> 
         crictl, sid, pod, "tools", pushed.ref, command=["/bin/sh", "-c",
         "runc --version && crun --version && conmon --version && catatonit --version"
         " && zstd --version && iptables --version && unshare --version"
-        " && test ! -e /src && ls /usr/lib/cni"])
+        " && test ! -e /src && ls /opt/tether/wheels /usr/lib/cni"])
     assert code == 0, logs
     for word in ("runc version", "crun version", "conmon version", "catatonit", "Zstandard CLI",
                  "iptables v", "unshare from util-linux", "bridge",
-                 "host-local", "portmap", "loopback"):
+                 "host-local", "portmap", "loopback", f"tether-{RUNTIME_VERSION}-py3"):
         assert word in logs, logs
+
+    # the chart's installer, run in this image against a scratch prefix in the container (on a
+    # node it acts on the host through nsenter): the image carries what it installs from
+    config = crictl.work / "installer-config"
+    config.mkdir()
+    shutil.copy(INSTALLER, config / "install.sh")
+    (config / "tether.toml").write_text('[logging]\nlevel = "debug"\n')
+    env = {"HOST": "", "HOST_EXEC": "", "PREFIX": "/tmp/host/opt/tether",
+           "ETC": "/tmp/host/etc/tether", "UNIT_DIR": "/tmp/host/systemd",
+           "INSTALL_PACKAGES": "false", "SYSTEMD": "false", "KEEP_RUNNING": "false"}
+    code, logs = _run_to_exit(
+        crictl, sid, pod, "installer", pushed.ref,
+        command=["/bin/sh", "-c", "sh /config/install.sh && "
+                 "grep -x 'ExecStart=/tmp/host/opt/tether/bin/tether serve --config "
+                 "/tmp/host/etc/tether/tether.toml --config-dir /tmp/host/etc/tether/tether.d' "
+                 "/tmp/host/systemd/tether.service"],
+        envs=[{"key": k, "value": v} for k, v in env.items()],
+        mounts=[{"container_path": "/config", "host_path": str(config), "readonly": True}])
+    assert code == 0, logs
+    assert f"[tether-install] installed tether {RUNTIME_VERSION}" in logs, logs
+    assert "[tether-install] installed (changed: true)" in logs, logs
     crictl.run("rmp", "-f", sid)
