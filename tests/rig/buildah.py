@@ -136,7 +136,8 @@ class Buildah:
         return digestfile.read_text().strip()
 
     def cleanup(self) -> None:
-        """Images and containers gone, then the whole work dir (vfs leaves no mounts)."""
+        """Images and containers gone, then the whole work dir (vfs leaves no mounts).
+        Idempotent."""
         try:
             if self.root.exists():
                 self.run("rm", "--all", timeout=120)
@@ -145,4 +146,5 @@ class Buildah:
             shutil.rmtree(self.work, ignore_errors=True)
             if self.made_host_storage:
                 HOST_STORAGE.rmdir()  # nothing went in: it was always bound over
+                self.made_host_storage = False
 
