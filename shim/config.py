@@ -10,6 +10,7 @@ import dataclasses
 import glob
 import ipaddress
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,12 @@ class StreamingConfig:
     max_sessions: int = 100  # sessions at once; more are refused (503)
     idle_timeout_seconds: float = 14400.0  # a session with no data either way for this long
     # is closed (the kubelet's streamIdleTimeout default, 4 h)
+    # TLS (PEM files; both or neither): https URLs, for an address beyond loopback. With a CA,
+    # clients must present a certificate it signed (crictl and the kubelet's proxy present
+    # none: docs/streaming.md).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
 
 
 @dataclass
@@ -263,6 +270,32 @@ def _check_listen(section: str, address: str, port: int, lowest: int) -> None:
             f"key '{section}.address': must be an IP address (got {address!r})") from e
 
 
+def _check_streaming_tls(st: StreamingConfig) -> None:
+    if bool(st.tls_cert) != bool(st.tls_key):
+        raise ConfigError("keys 'streaming.tls_cert' and 'streaming.tls_key': give both or "
+                          "neither")
+    if st.tls_ca and not st.tls_cert:
+        raise ConfigError("key 'streaming.tls_ca': needs streaming.tls_cert and tls_key (a CA "
+                          "checks clients of a TLS server)")
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(st, name)
+        if path and not os.path.isabs(path):
+            raise ConfigError(f"key 'streaming.{name}': must be an absolute path (got {path!r})")
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"key 'streaming.{name}': no such file {path!r}")
+    if st.tls_cert:  # a key that does not match, a file that is not PEM: told now, not later
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(st.tls_cert, st.tls_key)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"keys 'streaming.tls_cert' / 'tls_key': cannot be used: {e}") from e
+        try:
+            if st.tls_ca:
+                context.load_verify_locations(cafile=st.tls_ca)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"key 'streaming.tls_ca': cannot be used: {e}") from e
+
+
 def validate(cfg: Config) -> None:
     """Checks that span more than a type: enumerations, ranges, cross-references."""
     if cfg.logging.level not in LOG_LEVELS:
@@ -309,6 +342,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("key 'streaming.max_sessions': must be at least 1")
     if cfg.streaming.idle_timeout_seconds <= 0:
         raise ConfigError("key 'streaming.idle_timeout_seconds': must be positive")
+    _check_streaming_tls(cfg.streaming)
     for key, value in (
         ("paths.root", cfg.paths.root),
         ("paths.run", cfg.paths.run),

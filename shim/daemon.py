@@ -62,7 +62,8 @@ class Daemon:
         )
         self.streaming = StreamingServer(
             cfg.streaming.address, cfg.streaming.port, max_sessions=cfg.streaming.max_sessions,
-            idle_timeout=cfg.streaming.idle_timeout_seconds)
+            idle_timeout=cfg.streaming.idle_timeout_seconds, tls_cert=cfg.streaming.tls_cert,
+            tls_key=cfg.streaming.tls_key, tls_ca=cfg.streaming.tls_ca)
         self._stop = asyncio.Event()
 
     # --- readiness, used by Status -------------------------------------------------------

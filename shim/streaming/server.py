@@ -3,15 +3,21 @@ kubectl to it; crictl connects directly).
 
 Each URL carries a one-time token: random, single use, expiring after a minute, bound to the
 request it was made for (``TokenCache``). The connection is an HTTP/1.1 request upgraded to
-SPDY/3.1 (``Upgrade: SPDY/3.1``; exec and attach also to ``websocket``, see websocket.py)
-with the Kubernetes stream protocols:
+SPDY/3.1 (``Upgrade: SPDY/3.1``) or to ``websocket`` (see websocket.py) with the Kubernetes
+stream protocols:
 
 - exec, ``X-Stream-Protocol-Version`` v4/v5.channel.k8s.io (v1-v3 too): streams by their
   ``streamtype`` header (error, stdin, stdout, stderr, resize); the exit goes on the error
   stream as a metav1.Status (v4+: ``NonZeroExitCode`` with the ``ExitCode`` cause).
 - attach: the same streams, to the container's own stdio through conmon's attach socket.
 - port-forward, ``portforward.k8s.io``: a data and an error stream per connection, paired by
-  ``requestID``; the connection is made inside the pod's network namespace.
+  ``requestID``; the connection is made inside the pod's network namespace. Over WebSocket
+  the same SPDY session in client-go's tunnel (``SPDY/3.1+portforward.k8s.io``), or the
+  kubelet's channels (``v4.channel.k8s.io``: one connection per ``port`` query parameter).
+
+With a certificate and key the server speaks TLS (https URLs); with a CA too, clients must
+present a certificate it signed (crictl and the kubelet's proxy present none: see
+docs/streaming.md).
 
 See docs/streaming.md for what is not built yet.
 """
@@ -21,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import secrets
 import signal
 import socket
+import ssl
 import struct
 import tempfile
 import termios
@@ -33,6 +41,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from podsandbox import kernel
 from shim import log
@@ -126,9 +135,11 @@ def _status(code: int) -> bytes:
 
 class StreamingServer:
     def __init__(self, address: str = "127.0.0.1", port: int = 0, *, max_sessions: int = 100,
-                 idle_timeout: float = 14400.0) -> None:
+                 idle_timeout: float = 14400.0, tls_cert: str = "", tls_key: str = "",
+                 tls_ca: str = "") -> None:
         self.address = address
         self.port = port
+        self.tls = (tls_cert, tls_key, tls_ca)
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.sessions = 0
@@ -138,9 +149,16 @@ class StreamingServer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.address, self.port)
+        context = tls_context(*self.tls) if self.tls[0] else None
+        if context is None and not ipaddress.ip_address(self.address).is_loopback:
+            self.logger.warning("streaming server on a non-loopback address without TLS: "
+                                "anyone who sees a URL can use it (set streaming.tls_cert "
+                                "and tls_key)", address=self.address)
+        tls: dict[str, Any] = {"ssl": context, "ssl_handshake_timeout": 30} if context else {}
+        self._server = await asyncio.start_server(self._handle, self.address, self.port, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.logger.info("streaming server up", address=self.address, port=self.port)
+        self.logger.info("streaming server up", address=self.address, port=self.port,
+                         tls=context is not None, client_certs=bool(self.tls[2]))
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -151,7 +169,8 @@ class StreamingServer:
 
     def url(self, kind: str, target: Any) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}/{kind}/{self.tokens.put(kind, target)}"
+        scheme = "https" if self.tls[0] else "http"
+        return f"{scheme}://{host}:{self.port}/{kind}/{self.tokens.put(kind, target)}"
 
     # --- HTTP ------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -175,7 +194,7 @@ class StreamingServer:
         parts = lines[0].split(" ")
         if len(parts) != 3:
             return await _reply(writer, 400, "bad request line")
-        path = parts[1].split("?", 1)[0]
+        path, _, query = parts[1].partition("?")
         headers: dict[str, list[str]] = {}
         for line in lines[1:]:
             if ":" in line:
@@ -195,11 +214,12 @@ class StreamingServer:
             return await _reply(writer, 503, f"{self.sessions} streaming sessions already "
                                              f"(streaming.max_sessions)")
         upgrade = [u.lower() for u in headers.get("upgrade", [])]
-        if "websocket" in upgrade and kind != "portforward":
-            return await self._serve_websocket(kind, target, head, reader, writer)
+        if "websocket" in upgrade:
+            offered = headers.get("sec-websocket-protocol", [])
+            return await self._serve_websocket(kind, target, head, query, offered, reader,
+                                               writer)
         if "spdy/3.1" not in upgrade:
-            return await _reply(writer, 400, "upgrade to SPDY/3.1 (or, for exec and attach, "
-                                             "to websocket)")
+            return await _reply(writer, 400, "upgrade to SPDY/3.1 or to websocket")
         offered = headers.get("x-stream-protocol-version", [])
         ours = (PORTFORWARD_PROTOCOL,) if kind == "portforward" else EXEC_PROTOCOLS
         chosen = next((p for p in offered if p in ours), None)
@@ -212,20 +232,46 @@ class StreamingServer:
         await writer.drain()
         await self._run(kind, target, Session(reader, writer), chosen or "")
 
-    async def _serve_websocket(self, kind: str, target: Any, head: bytes,
-                               reader: asyncio.StreamReader,
+    async def _serve_websocket(self, kind: str, target: Any, head: bytes, query: str,
+                               offered: list[str], reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
-        proto, answer, chosen = websocket.handshake(head)
+        channels, ports = None, []
+        protocols: tuple[str, ...] = websocket.EXEC_PROTOCOLS
+        allow_none = False
+        if kind == "portforward":
+            protocols, allow_none = websocket.PORTFORWARD_PROTOCOLS, True
+        if kind == "portforward" and websocket.TUNNEL_PORTFORWARD not in offered:
+            # the kubelet's channels: the ports come with the URL, checked before the upgrade
+            try:
+                ports = websocket.ports_from_query(parse_qs(query).get("port", []))
+            except ValueError as e:
+                return await _reply(writer, 400, str(e))
+            if other := [p for p in ports if target.ports and p not in target.ports]:
+                return await _reply(writer, 400, f"ports {other} were not asked for")
+            channels = {f"{n}{i}": 2 * i + c for i in range(len(ports))
+                        for n, c in (("data", 0), ("error", 1))}
+        proto, answer, accepted, chosen = websocket.handshake(head, protocols, allow_none)
+        # what the client offered: a client we do not speak says so in the log
+        (self.logger.debug if accepted else self.logger.info)(
+            "websocket upgrade", kind=kind, offered=", ".join(offered), chosen=chosen,
+            accepted=accepted)
         writer.write(answer)
         await writer.drain()
-        if not chosen:
+        if not accepted:
             return  # refused (no common subprotocol, a bad handshake): the answer said why
-        session = websocket.WsSession(proto, reader, writer, chosen)
+        if chosen == websocket.TUNNEL_PORTFORWARD:
+            tunnel = websocket.Tunnel(proto, reader, writer)
+            session: Session | websocket.WsSession = Session(tunnel, tunnel)
+            session.transport = "websocket"
+            return await self._run(kind, target, session, chosen)
+        session = websocket.WsSession(proto, reader, writer, chosen, channels)
+        if kind == "portforward":
+            target = _WsPorts(target, tuple(ports))
         await self._run(kind, target, session, chosen)
 
     async def _run(self, kind: str, target: Any, session: Session | websocket.WsSession,
                    protocol: str) -> None:
-        transport = "spdy" if isinstance(session, Session) else "websocket"
+        transport = session.transport
         reading = asyncio.create_task(session.serve())
         watchdog = asyncio.create_task(self._idle(session))
         start = time.monotonic()
@@ -238,9 +284,10 @@ class StreamingServer:
                 code = await self._exec(session, target, protocol)
             elif kind == "attach":
                 await self._attach(session, target, protocol)
-            else:
-                assert isinstance(session, Session)
+            elif isinstance(session, Session):
                 await self._portforward(session, target)
+            else:
+                await self._portforward_ws(session, target)
         finally:
             self.sessions -= 1
             metrics.SESSIONS.labels(kind).dec()
@@ -467,23 +514,40 @@ class StreamingServer:
             pair[st.header("streamtype")] = st
             if "data" in pair and "error" in pair:
                 del pairs[rid]
-                task = asyncio.create_task(self._forward(session, t, pair["data"],
-                                                         pair["error"]))
+                task = asyncio.create_task(self._forward(
+                    session, t, pair["data"].header("port"), pair["data"], pair["error"]))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _forward(self, session: Session, t: PortForwardTarget, data: Stream,
-                       error: Stream) -> None:
+    async def _portforward_ws(self, session: websocket.WsSession, w: _WsPorts) -> None:
+        """The kubelet's websocket port-forward: one connection per port the URL named, on
+        channels 2i (data) and 2i+1 (error), each opened with the port; the session ends
+        when all have."""
+        pairs = [(port, session.streams[f"data{i}"], session.streams[f"error{i}"])
+                 for i, port in enumerate(w.ports)]
+        for port, data, error in pairs:
+            await session.send(data, websocket.port_prefix(port))
+            await session.send(error, websocket.port_prefix(port))
+        await asyncio.gather(*(self._forward(session, w.target, str(port), data, error,
+                                             half_close=False)
+                               for port, data, error in pairs))
+
+    async def _forward(self, session: Session | websocket.WsSession, t: PortForwardTarget,
+                       port_text: str, data: Stream, error: Stream,
+                       half_close: bool = True) -> None:
+        """One connection to the pod's port, relayed to a data stream. ``half_close``: the
+        client's end of its data is passed on and the pod's answer still relayed (SPDY);
+        without (the websocket channels have no half-close), either side's end ends it."""
         try:
-            port = int(data.header("port"))
+            port = int(port_text)
         except ValueError:
             port = 0
         try:
             if not 0 < port < 65536 or (t.ports and port not in t.ports):
-                raise ConnectionError(f"port {data.header('port')!r} was not asked for")
+                raise ConnectionError(f"port {port_text!r} was not asked for")
             sock = await _connect_in(t.netns, port)
         except OSError as e:
             await session.send(error, f"error forwarding port {port} to pod {t.sandbox_id}: "
@@ -506,12 +570,40 @@ class StreamingServer:
             await session.close_stream(data)
 
         try:
-            await asyncio.gather(to_pod(), from_pod())
+            if half_close:
+                await asyncio.gather(to_pod(), from_pod())
+            else:
+                pumps = [asyncio.create_task(to_pod()), asyncio.create_task(from_pod())]
+                try:  # the client's end is the connection's end
+                    await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for p in pumps:
+                        p.cancel()
+                    await asyncio.gather(*pumps, return_exceptions=True)
         except (ConnectionError, OSError):
             pass
         finally:
             writer.close()
             await session.close_stream(error)
+
+
+@dataclass(frozen=True)
+class _WsPorts:
+    """A port-forward over the kubelet's websocket channels: the ports its URL named."""
+
+    target: PortForwardTarget
+    ports: tuple[int, ...]
+
+
+def tls_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
+    """The server's TLS: its certificate; with a CA, clients must present one it signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    if ca:
+        context.load_verify_locations(cafile=ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def json_objects(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:

@@ -5,11 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shim.streaming import spdy
 
 STREAM_WAIT = 30.0  # how long the client may take to open the streams it asked for
+
+
+class Writer(Protocol):
+    """What a session writes to: an asyncio.StreamWriter, or websocket.Tunnel."""
+
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, data: Iterable[bytes | memoryview]) -> None: ...
+    async def drain(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
 
 
 @dataclass
@@ -36,11 +49,15 @@ class Stream:
 
 
 class Session:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    transport = "spdy"
+
+    def __init__(self, reader: spdy.Reader, writer: Writer) -> None:
         self.reader = reader
         self.writer = writer
         # room for a batch of frames before drain() waits (the default high mark is 64 KiB)
-        writer.transport.set_write_buffer_limits(high=1 << 20)
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.set_write_buffer_limits(high=1 << 20)
         self.codec = spdy.Codec()
         self.streams: dict[int, Stream] = {}
         self.new_streams: asyncio.Queue[Stream | None] = asyncio.Queue()

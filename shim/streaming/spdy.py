@@ -26,6 +26,7 @@ import struct
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = (
@@ -64,6 +65,12 @@ def _dictionary() -> bytes:
 
 
 DICTIONARY = _dictionary()
+
+
+class Reader(Protocol):
+    """Where frames are read from: an asyncio.StreamReader, or websocket.Tunnel."""
+
+    async def readexactly(self, n: int) -> bytes: ...
 
 
 class ProtocolError(Exception):
@@ -158,7 +165,7 @@ class Codec:
     def data(stream_id: int, payload: bytes, fin: bool = False) -> bytes:
         return Codec.data_header(stream_id, len(payload), fin) + payload
 
-    async def read(self, reader: asyncio.StreamReader) -> Frame | None:
+    async def read(self, reader: Reader) -> Frame | None:
         """The next frame; None at a clean end of the connection."""
         try:
             head = await reader.readexactly(8)

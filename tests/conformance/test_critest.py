@@ -17,10 +17,10 @@ from tests.rig.node import start_node
 from tests.rig.registry import RegistryServer
 
 HANDLERS = ["runc", "crun"]
-# the Streaming specs once more with exec and attach over WebSocket (critest's
-# -websocket-exec/-attach; port-forward over WebSocket is not built yet: #12)
+# the Streaming specs once more with exec, attach and port-forward over WebSocket (critest's
+# -websocket-exec/-attach/-portforward)
 RUNS = [*HANDLERS, "runc-websocket"]
-WEBSOCKET_FOCUS = r"Streaming.*(exec|attach)"
+WEBSOCKET_FOCUS = r"Streaming"
 
 # What this host cannot run, with the reason (docs/conformance.md repeats them).
 HOST_SKIPS = {
@@ -71,7 +71,7 @@ def test_critest(run: str, critest_registry: RegistryServer, tmp_path: Path) -> 
     if focus:
         cmd.append(f"--ginkgo.focus={focus}")
     if transport == "websocket":
-        cmd += ["-websocket-exec", "-websocket-attach"]
+        cmd += ["-websocket-exec", "-websocket-attach", "-websocket-portforward"]
     try:
         with open(log, "wb") as f:
             # critest's temp files (seccomp profiles, log dirs) go to TMPDIR

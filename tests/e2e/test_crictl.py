@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -568,3 +568,264 @@ def test_session_cap_idle_timeout_and_metrics(critest_registry: RegistryServer,
         c.run("rmp", "-f", sid)
     finally:
         node.stop()
+
+
+def _get_through(local: int, timeout: float = 30) -> str:
+    """GET / through a local forward, retried until the forward listens."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            assert time.monotonic() < deadline, "port-forward never answered"
+            time.sleep(0.3)
+
+
+def _nginx_pod(crictl: Crictl, name: str) -> str:
+    crictl.run("pull", NGINX, timeout=120)
+    pod = crictl.pod_config(name)
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("web", [], image=NGINX), pod).strip()
+    crictl.run("start", cid)
+    return sid
+
+
+def _session_lines(node: Node, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for line in node.daemon.logs().splitlines():
+        with_json = line.strip().startswith("{")
+        rec = json.loads(line) if with_json else {}
+        if rec.get("event") == "stream session" and rec.get("kind") == kind:
+            out.append(rec)
+    return out
+
+
+def test_port_forward_over_websocket_and_a_closed_port(crictl: Crictl) -> None:
+    """crictl's `--transport websocket` port-forward is client-go's SPDY-over-WebSocket
+    tunnel (it offers `SPDY/3.1+portforward.k8s.io`): HTTP through it, many connections at
+    once; a closed port answers on the error stream, on both transports."""
+    import concurrent.futures
+    import socket
+    import urllib.request
+
+    sid = _nginx_pod(crictl, "pfws")
+    before = len(_session_lines(crictl.node, "portforward"))
+    local = _free_port()
+    proc = subprocess.Popen(crictl.argv("port-forward", "--transport", "websocket", sid,
+                                        f"{local}:80"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "Welcome to nginx!" in _get_through(local)
+
+        def get(_: int) -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
+                return r.status
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            assert list(pool.map(get, range(20))) == [200] * 20
+    finally:
+        proc.terminate()  # our own child, by pid
+        proc.wait(10)
+    deadline = time.monotonic() + 10
+    while len(lines := _session_lines(crictl.node, "portforward")) == before:
+        assert time.monotonic() < deadline, "no session line for the forward"
+        time.sleep(0.2)
+    assert (lines[-1]["transport"], lines[-1]["protocol"]) == \
+        ("websocket", "SPDY/3.1+portforward.k8s.io"), lines[-1]
+    for transport in ("spdy", "websocket"):  # nothing listens on 81
+        local = _free_port()
+        proc = subprocess.Popen(crictl.argv("port-forward", "--transport", transport, sid,
+                                            f"{local}:81"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn = socket.create_connection(("127.0.0.1", local), timeout=5)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "port-forward never listened"
+                    time.sleep(0.3)
+            with conn:
+                conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                try:
+                    got = conn.recv(4096)  # closed without an answer
+                except ConnectionResetError:
+                    got = b""
+                assert got == b"", got
+        finally:
+            proc.terminate()  # our own child, by pid
+            out, _ = proc.communicate(timeout=10)
+        assert "error forwarding port 81" in out and "refused" in out, (transport, out)
+    crictl.run("rmp", "-f", sid)
+
+
+def _ws_messages(url: str, subprotocol: str, send: Sequence[bytes | str] = (),
+                 **kw: Any) -> list[bytes | str]:
+    """What a raw WebSocket client (the `websockets` library's) receives from a streaming URL
+    until the server closes, after sending ``send``."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+    from websockets.typing import Subprotocol
+
+    got: list[bytes | str] = []
+    with connect(url.replace("http", "ws", 1), subprotocols=[Subprotocol(subprotocol)],
+                 open_timeout=10, **kw) as conn:
+        assert conn.subprotocol == subprotocol
+        for message in send:
+            conn.send(message)
+        try:
+            while True:
+                got.append(conn.recv(timeout=30))
+        except ConnectionClosed:
+            pass
+    return got
+
+
+def _channels(messages: list[bytes | str]) -> dict[int, bytes]:
+    """Each channel's data, the messages' payloads joined (base64 ones decoded)."""
+    import base64
+
+    out: dict[int, bytes] = {}
+    for m in messages:
+        if isinstance(m, str):
+            ch, data = ord(m[0]) - ord("0"), base64.b64decode(m[1:])
+        else:
+            ch, data = m[0], m[1:]
+        out[ch] = out.get(ch, b"") + data
+    return out
+
+
+def test_port_forward_over_the_kubelets_websocket_channels(crictl: Crictl) -> None:
+    """The kubelet's websocket port-forward (`v4.channel.k8s.io`, `v4.base64.channel.k8s.io`),
+    as a raw client speaks it: ports from the `port` query parameters, per port channels 2i
+    (data) and 2i+1 (error) opened with the port (2 bytes, little-endian)."""
+    from shim.cri import api_pb2 as pb
+
+    sid = _nginx_pod(crictl, "pfchan")
+    cri = crictl.node.daemon.client()
+    try:
+        def url(*ports: int) -> str:
+            return cri.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=sid,
+                                                                 port=list(ports))).url
+        get = b"GET / HTTP/1.0\r\n\r\n"
+        got = _channels(_ws_messages(url(80, 81) + "?port=80&port=81", "v4.channel.k8s.io",
+                                     [b"\x00" + get]))
+        assert got[0][:2] == b"\x50\x00" and "Welcome to nginx!" in got[0][2:].decode(), got
+        assert got[1] == b"\x50\x00", got  # port 80's error channel: the port, no error
+        assert got[2] == b"\x51\x00", got  # 81: nothing listens
+        assert got[3][:2] == b"\x51\x00" and b"error forwarding port 81" in got[3], got
+        import base64
+
+        messages = _ws_messages(url() + "?port=80", "v4.base64.channel.k8s.io",
+                                ["0" + base64.b64encode(get).decode()])
+        assert all(isinstance(m, str) for m in messages), messages
+        got = _channels(messages)
+        assert got[0][:2] == b"\x50\x00" and b"Welcome to nginx!" in got[0], got
+        # a port the request did not name, or none at all: refused before the upgrade
+        from websockets.exceptions import InvalidStatus
+
+        for u in (url(80) + "?port=81", url(80)):
+            with pytest.raises(InvalidStatus) as e:
+                _ws_messages(u, "v4.channel.k8s.io")
+            assert e.value.response.status_code == 400
+    finally:
+        cri.close()
+    crictl.run("rmp", "-f", sid)
+
+
+def test_exec_over_websocket_base64_channels(crictl: Crictl) -> None:
+    """`base64.channel.k8s.io`: text messages, the channel an ASCII digit, data base64."""
+    import base64
+
+    from shim.cri import api_pb2 as pb
+
+    pod = crictl.pod_config("b64")
+    sid = crictl.out("runp", pod).strip()
+    cid = crictl.out("create", sid, crictl.ctr_config("c", ["sleep", "600"]), pod).strip()
+    crictl.run("start", cid)
+    cri = crictl.node.daemon.client()
+    try:
+        url = cri.runtime.Exec(pb.ExecRequest(
+            container_id=cid, cmd=["sh", "-c", "read l; echo got $l; echo err >&2; exit 3"],
+            stdin=True, stdout=True, stderr=True)).url
+    finally:
+        cri.close()
+    messages = _ws_messages(url, "base64.channel.k8s.io",
+                            ["0" + base64.b64encode(b"hello\n").decode()])
+    assert all(isinstance(m, str) and m[0] in "123" for m in messages), messages
+    got = _channels(messages)
+    assert (got[1], got[2]) == (b"got hello\n", b"err\n"), got
+    assert got[3] == b"command terminated with exit code 3", got  # before v4: plain text
+    crictl.run("rmp", "-f", sid)
+
+
+def test_streaming_over_tls(critest_registry: RegistryServer, tmp_path: Path) -> None:
+    """`[streaming] tls_cert/tls_key` make the URLs https; with `tls_ca` a client must
+    present a certificate the CA signed: a verifying client with one
+    execs, one without is refused and nothing runs, and so is crictl (it has none). Without
+    a CA crictl streams over https (it does not check the server's certificate)."""
+    import ssl
+
+    from websockets.exceptions import WebSocketException
+
+    from shim.cri import api_pb2 as pb
+    from tests.rig.tlscerts import make_certs
+
+    binary = require_tool("crictl")
+    certs = make_certs(tmp_path / "pki")
+    cert, key = (str(p) for p in certs.server)
+    for name, ca in (("mtls", str(certs.ca)), ("tls", "")):
+        node = start_node(tmp_path / name, critest_registry, bridge=f"e2e{name}0",
+                          subnet=f"10.91.{2 if ca else 3}.0/24",
+                          extra={"streaming": {"tls_cert": cert, "tls_key": key,
+                                               "tls_ca": ca}})
+        c = Crictl(binary, node, tmp_path / name / "crictl.yaml", tmp_path / name / "work")
+        c.work.mkdir()
+        c.config.write_text("")
+        try:
+            c.run("pull", BUSYBOX, timeout=120)
+            pod = c.pod_config(name)
+            sid = c.out("runp", pod).strip()
+            cid = c.out("create", sid, c.ctr_config("c", ["sleep", "600"]), pod).strip()
+            c.run("start", cid)
+            cri = node.daemon.client()
+
+            def exec_url(*cmd: str, cri: Any = cri, cid: str = cid) -> str:
+                return str(cri.runtime.Exec(pb.ExecRequest(container_id=cid, cmd=list(cmd),
+                                                           stdout=True)).url)
+            try:
+                url = exec_url("echo", "over tls")
+                assert re.fullmatch(r"https://127\.0\.0\.1:\d+/exec/[A-Za-z0-9_-]{32}", url)
+                verifying = ssl.create_default_context(cafile=str(certs.ca))
+                if ca:
+                    verifying.load_cert_chain(*(str(p) for p in certs.client))
+                got = _channels(_ws_messages(url, "v4.channel.k8s.io", ssl=verifying))
+                assert got[1] == b"over tls\n" and b'"Success"' in got[3], got
+                # a client that does not trust our CA refuses the server's certificate
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    _ws_messages(exec_url("true"), "v4.channel.k8s.io",
+                                 ssl=ssl.create_default_context())
+                if ca:
+                    # without a client certificate: refused in the handshake, nothing runs
+                    anonymous = ssl.create_default_context(cafile=str(certs.ca))
+                    # (TLS 1.3: the server's alert comes after the client's handshake, so
+                    # the client sees the connection end before any HTTP answer)
+                    with pytest.raises((ssl.SSLError, OSError, WebSocketException)):
+                        _ws_messages(exec_url("touch", "/ran"), "v4.channel.k8s.io",
+                                     ssl=anonymous)
+                    assert c.run("exec", "-s", cid, "test", "-e", "/ran",
+                                 check=False).returncode == 1
+                    refused = c.run("exec", cid, "echo", "hi", check=False)
+                    assert refused.returncode != 0, refused  # crictl presents no certificate
+                else:
+                    assert c.out("exec", cid, "echo", "crictl over https").strip() == \
+                        "crictl over https"
+            finally:
+                cri.close()
+            c.run("rmp", "-f", sid)
+        finally:
+            node.stop()

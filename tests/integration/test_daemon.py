@@ -270,3 +270,26 @@ def test_sighup_applies_log_level_and_logs_the_change(tmp_path: Path) -> None:
         c.close()
     finally:
         d.stop()
+
+
+def test_streaming_beyond_loopback_without_tls_warns(tmp_path: Path) -> None:
+    """A streaming address other than loopback without TLS starts, with a warning; with a
+    certificate and key it is quiet and says TLS."""
+    from tests.rig.tlscerts import make_certs
+
+    certs = make_certs(tmp_path / "pki")
+    for name, tls in (("plain", {}), ("tls", {"tls_cert": str(certs.server[0]),
+                                              "tls_key": str(certs.server[1])})):
+        text = "[streaming]\naddress = \"0.0.0.0\"\n" + "".join(
+            f'{k} = "{v}"\n' for k, v in tls.items())
+        d = TetherDaemon(tmp_path / name, config_text=text).start()
+        try:
+            lines = [json.loads(line) for line in d.logs().splitlines()
+                     if line.startswith("{")]
+        finally:
+            d.stop()
+        warned = [r for r in lines if "without TLS" in r.get("event", "")]
+        up = next(r for r in lines if r.get("event") == "streaming server up")
+        assert (bool(warned), up["tls"]) == ((False, True) if tls else (True, False)), lines
+        if warned:
+            assert warned[0]["level"] == "warning" and warned[0]["address"] == "0.0.0.0"

@@ -127,6 +127,8 @@ class Kube:
     kubelet_port: int = 0
     cgroup_root: str = ""
     removals: RemovalWatch | None = None
+    node_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # Tether's config
+    kubelet_env: dict[str, str] = field(default_factory=dict)  # added to the kubelet's
 
     # ---------------------------------------------------------------- paths
     @property
@@ -195,7 +197,8 @@ class Kube:
             self.node = start_node(self.base / "node", self.registry, bridge="tkubebr0",
                                    subnet="10.204.0.0/24",
                                    extra={"runtime": {"default_cgroup_parent":
-                                                      f"{self.cgroup_root}/tether"}})
+                                                      f"{self.cgroup_root}/tether"},
+                                          **self.node_extra})
         self._kubelet()
         self.removals = RemovalWatch(self)
         self.removals.start()
@@ -241,10 +244,11 @@ class Kube:
         }
         path.write_text(json.dumps(doc))
 
-    def _start(self, name: str, argv: list[str]) -> Proc:
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         log = self.base / f"{name}.log"
         with open(log, "ab") as f:
-            popen = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL)
+            popen = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **env} if env else None)
         proc = Proc(name, popen, log)
         self.procs[name] = proc
         return proc
@@ -352,7 +356,8 @@ class Kube:
             "--container-runtime=remote", f"--container-runtime-endpoint={ep}",
             f"--image-service-endpoint={ep}",
             "--pod-infra-container-image=registry.k8s.io/pause:3.9",
-            f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}", "--v=2"])
+            f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}", "--v=2"],
+            env=self.kubelet_env)
         since = time.time()
         self._wait(f"node {NODE_NAME} Ready", proc, lambda: self._node_ready(since), 90)
 

@@ -161,6 +161,27 @@ def test_diff_lists_changed_keys(tmp_path: Path) -> None:
     assert c.diff(a, b) == {"logging.level": ("info", "debug"), "metrics.port": (9090, 9100)}
 
 
+@pytest.mark.parametrize(
+    ("keys", "fragment"),
+    [
+        ({"tls_cert": "{d}/c.pem"}, "give both or neither"),
+        ({"tls_key": "{d}/k.pem"}, "give both or neither"),
+        ({"tls_ca": "{d}/c.pem"}, "'streaming.tls_ca': needs streaming.tls_cert"),
+        ({"tls_cert": "c.pem", "tls_key": "{d}/k.pem"}, "'streaming.tls_cert': must be an abs"),
+        ({"tls_cert": "{d}/none.pem", "tls_key": "{d}/k.pem"}, "'streaming.tls_cert': no such"),
+        ({"tls_cert": "{d}/c.pem", "tls_key": "{d}/k.pem"}, "cannot be used"),  # not PEM
+    ],
+)
+def test_streaming_tls_is_checked_at_load(tmp_path: Path, keys: dict[str, str],
+                                          fragment: str) -> None:
+    for name in ("c.pem", "k.pem"):
+        (tmp_path / name).write_text("not a PEM file\n")
+    text = "[streaming]\n" + "".join(f'{k} = "{v.format(d=tmp_path)}"\n' for k, v in keys.items())
+    with pytest.raises(c.ConfigError) as e:
+        c.load(sources(tmp_path, text))
+    assert fragment in str(e.value)
+
+
 def test_cli_version_is_the_version_rpc_s(capsys: pytest.CaptureFixture[str]) -> None:
     from shim.version import RUNTIME_VERSION
 
