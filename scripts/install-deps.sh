@@ -27,6 +27,7 @@ PKGS=(
   etcd-server openssl                                       # the kubelet stage's control plane
   golang-go golang-github-masterminds-sprig-dev             # tools/chart-render: the Helm chart
   golang-gopkg-yaml.v3-dev golang-github-burntsushi-toml-dev #   rendered as helm does (no helm here)
+  buildah mmdebstrap dpkg-dev                               # the Dockerfile, built offline
 )
 # units shipped by the packages above that must never run on their own
 UNITS=(docker-registry.service containerd.service prometheus.service etcd.service)

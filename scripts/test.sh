@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # scripts/test.sh [PYTEST ARGS...] — THE test command (`make test` runs it; so does CI).
-#   1. scripts/install-deps.sh (Debian packages, venv, pip install -e '.[test]')
+#   1. scripts/install-deps.sh (Debian packages, venv, pip install -e '.[test]'), then
+#      scripts/image-inputs.sh (the cached base rootfs, .debs and wheels the Dockerfile's
+#      offline build needs: fetched here, in the host namespace, as the test netns has no
+#      mirror; a no-op when current; a failure only warns, tests/e2e/test_image.py reports it)
 #   2. ruff check . and mypy (config in pyproject.toml)   [TETHER_SKIP_LINT=1 skips]
 #   3. the offline test images (tests/images/, cached), while the network is reachable
 #   4. pytest inside a fresh network namespace (`unshare --net --fork`, lo up; the mount
@@ -21,6 +24,9 @@ trap 'rc=$?; echo "scripts/test.sh: exit $rc, elapsed $(elapsed)"' EXIT
 
 step "install-deps"
 bash "$REPO/scripts/install-deps.sh"
+step "image inputs (for the Dockerfile's offline build)"
+TETHER_VENV=$VENV bash "$REPO/scripts/image-inputs.sh" \
+  || echo "scripts/test.sh: WARNING: scripts/image-inputs.sh failed; the image stage cannot run" >&2
 
 lint_rc=0
 if [ "${TETHER_SKIP_LINT:-0}" != 1 ]; then

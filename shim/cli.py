@@ -1,4 +1,5 @@
-"""The ``tether`` command: ``serve`` runs the daemon, ``config`` prints the effective config."""
+"""The ``tether`` command: ``serve`` runs the daemon, ``config`` prints the effective config,
+``--version`` the version."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
 
 
 def _parser() -> argparse.ArgumentParser:
+    from shim.version import RUNTIME_NAME, RUNTIME_VERSION
+
     p = argparse.ArgumentParser(prog="tether", description="A Kubernetes CRI runtime.")
+    # the same version string the CRI Version RPC reports (crictl version's RuntimeVersion)
+    p.add_argument("--version", action="version", version=f"{RUNTIME_NAME} {RUNTIME_VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", help="benchmark a CRI endpoint (see `tether bench --help`)")
     for name, help_ in (("serve", "run the CRI daemon"), ("config", "print the effective config")):

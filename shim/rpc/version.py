@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
+from shim.version import RUNTIME_NAME, RUNTIME_VERSION
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
 
-RUNTIME_NAME = "tether"
 # The kubelet's runtime API version string; every CRI runtime reports 0.1.0 here.
 KUBELET_API_VERSION = "0.1.0"
 RUNTIME_API_VERSION = "v1"
-
-
-def _runtime_version() -> str:
-    try:
-        return version("tether")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0.0.0+source"
-
-
-# Read once: the package metadata lookup costs more than the rest of the RPC.
-RUNTIME_VERSION = _runtime_version()
 
 
 @rpc("Version")

@@ -24,6 +24,8 @@ HOW_TO_GET = {
                "then put critest on PATH or set CRITEST=/path/to/critest",
     "crictl": "build cri-tools (`make binaries`) or take a cri-tools release, then put "
               "crictl on PATH or set CRICTL=/path/to/crictl",
+    "buildah": "apt-get install buildah (scripts/install-deps.sh does), or set "
+               "BUILDAH=/path/to/buildah",
 }
 
 

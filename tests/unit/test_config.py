@@ -180,3 +180,12 @@ def test_streaming_tls_is_checked_at_load(tmp_path: Path, keys: dict[str, str],
     with pytest.raises(c.ConfigError) as e:
         c.load(sources(tmp_path, text))
     assert fragment in str(e.value)
+
+
+def test_cli_version_is_the_version_rpc_s(capsys: pytest.CaptureFixture[str]) -> None:
+    from shim.version import RUNTIME_VERSION
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"tether {RUNTIME_VERSION}\n"
