@@ -42,10 +42,9 @@ bash "$REPO/scripts/cgroups-fix.sh"
 
 # Built here, not by the first test that wants them: on a fresh machine critest.sh downloads
 # Debian's busybox, and inside the test netns there is no network.
-step "test images and wheels (cached; tests/images/)"
+step "test images (cached; tests/images/)"
 bash "$REPO/tests/images/build.sh" >/dev/null
 bash "$REPO/tests/images/critest.sh" >/dev/null
-bash "$REPO/tests/images/wheels.sh" 2>/dev/null
 
 step "pytest $* (in a private network namespace)"
 TETHER_HOST_NETNS_INO=$(stat -L -c %i /proc/self/ns/net)
