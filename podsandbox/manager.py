@@ -21,7 +21,7 @@ from typing import Any
 from cni.manager import CNIManager
 from cni.types import NetworkResult, PodNetwork
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
-from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
+from podsandbox.types import Mode, NamespaceModes, PodHostView, SandboxDetails, SandboxSpec, State
 from shim import log, tracing
 from shim.config import Config
 from shim.errors import (
@@ -86,6 +86,18 @@ class SandboxManager:
 
     def sandbox_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.run_dir, "sandboxes", sandbox_id)
+
+    @staticmethod
+    def host_view(rec: SandboxRecord) -> PodHostView:
+        """The pod's cgroups and network namespace. Read from the raw details without
+        decoding them all: the stats calls ask this of every pod, every few seconds."""
+        d = rec.details
+        cg = str(d.get("cgroup", ""))
+        pod = Mode.POD.value
+        netns = (d.get("pins") or {}).get("net") \
+            if (d.get("modes") or {}).get("net", pod) == pod else None
+        return PodHostView(cgroup=cg, parent=cg.rsplit("/", 1)[0] if "/" in cg else "",
+                           netns=netns)
 
     # --- run ---------------------------------------------------------------------------
     async def run(self, spec: SandboxSpec) -> str:

@@ -125,3 +125,13 @@ class SandboxDetails:
             if d.get(key):
                 d[key] = Process(**d[key])
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class PodHostView:
+    """Where a pod lives on the host, for readers outside podsandbox/ (stats, metrics), who
+    may not read ``SandboxDetails``: ``SandboxManager.host_view`` makes it."""
+
+    cgroup: str  # the pause-holder's, relative to each hierarchy's root
+    parent: str  # the pod's cgroup parent, relative ("" when the holder sits at the root)
+    netns: str | None  # the pinned network namespace; None when the pod uses the node's

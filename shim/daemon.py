@@ -28,6 +28,7 @@ from shim.interceptor import Interceptor
 from shim.notify import notify
 from shim.oci import features, host
 from shim.socket import SocketGuard
+from shim.stats.collector import Collector
 from shim.store import Store
 from shim.streaming.server import StreamingServer
 
@@ -64,6 +65,10 @@ class Daemon:
             cfg.streaming.address, cfg.streaming.port, max_sessions=cfg.streaming.max_sessions,
             idle_timeout=cfg.streaming.idle_timeout_seconds, tls_cert=cfg.streaming.tls_cert,
             tls_key=cfg.streaming.tls_key, tls_ca=cfg.streaming.tls_ca)
+        # What the stats calls keep between calls (CPU samples for rates, writable-layer
+        # sizes) lives as long as the daemon. Writable layers are reported on the filesystem
+        # ImageFsInfo calls the containers' one, so the kubelet can match them.
+        self.stats = Collector(self.images.containers_dir)
         self._stop = asyncio.Event()
 
     # --- readiness, used by Status -------------------------------------------------------

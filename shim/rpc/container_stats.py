@@ -1,23 +1,24 @@
 """ContainerStats, ListContainerStats and StreamContainerStats.
 
 Targets are taken from the in-memory index on the event loop; the counters (a few cgroup
-files, the cached writable-layer walk) are read in a worker thread. The List calls report
-running containers only, as containerd and CRI-O do.
+files, the cached writable-layer walk) are read in a worker thread by the daemon's collector,
+and the samples become CRI messages in stats_convert. The List calls report running
+containers only, as containerd and CRI-O do.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
+from shim.rpc import stats_convert
 from shim.rpc.container_convert import matches
-from shim.rpc.registry import rpc
-from shim.rpc.streaming import chunks
-from shim.stats.collector import ContainerTarget, container_target, for_daemon
+from shim.rpc.registry import list_and_stream, rpc
+from shim.stats.collector import container_target
+from shim.stats.samples import ContainerTarget
 
 if TYPE_CHECKING:
     from shim.daemon import Daemon
@@ -29,13 +30,15 @@ def _targets(d: Daemon, f: pb.ContainerStatsFilter | None) -> list[ContainerTarg
         lambda r: container_target(r) if r.state == running and matches(r, f) else None)
 
 
-async def select(d: Daemon, f: pb.ContainerStatsFilter | None) -> list[pb.ContainerStats]:
-    targets = _targets(d, f)
+async def select(
+    d: Daemon, req: pb.ListContainerStatsRequest | pb.StreamContainerStatsRequest
+) -> list[pb.ContainerStats]:
+    targets = _targets(d, req.filter if req.HasField("filter") else None)
     live = set(d.store.containers.ids())
-    c = for_daemon(d)
+    c = d.stats
 
     def work() -> list[pb.ContainerStats]:
-        out = [c.container_stats(t) for t in targets]
+        out = [stats_convert.container_stats(c.container_stats(t)) for t in targets]
         c.prune(live)
         return out
 
@@ -49,22 +52,14 @@ async def container_stats(
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     t = container_target(d.containers.get(req.container_id))  # NotFound when unknown
-    stats = await asyncio.to_thread(for_daemon(d).container_stats, t)
-    return pb.ContainerStatsResponse(stats=stats)
+
+    def work() -> pb.ContainerStats:
+        return stats_convert.container_stats(d.stats.container_stats(t))
+
+    return pb.ContainerStatsResponse(stats=await asyncio.to_thread(work))
 
 
-@rpc("ListContainerStats")
-async def list_container_stats(
-    d: Daemon, req: pb.ListContainerStatsRequest, ctx: object
-) -> pb.ListContainerStatsResponse:
-    f = req.filter if req.HasField("filter") else None
-    return pb.ListContainerStatsResponse(stats=await select(d, f))
-
-
-@rpc("StreamContainerStats")
-async def stream_container_stats(
-    d: Daemon, req: pb.StreamContainerStatsRequest, ctx: object
-) -> AsyncIterator[pb.StreamContainerStatsResponse]:
-    f = req.filter if req.HasField("filter") else None
-    for chunk in chunks(await select(d, f)):
-        yield pb.StreamContainerStatsResponse(container_stats=chunk)
+list_and_stream(
+    "ListContainerStats", "StreamContainerStats", select,
+    lambda items: pb.ListContainerStatsResponse(stats=items),
+    lambda chunk: pb.StreamContainerStatsResponse(container_stats=chunk))

@@ -3,31 +3,25 @@
 A pod's CPU, memory and process count come from its cgroup parent (the pod as a whole, as the
 kubelet lays pods out), or, when that parent is shared with other pods (Tether's default
 parent), from the sum of the pod's own cgroups. Network counters come from the pod's network
-namespace; ``containers`` holds its running containers' stats. The List calls report ready
-pods only, as containerd does.
+namespace; ``containers`` holds its running containers' stats. Where a pod lives (cgroups,
+network namespace) is the sandbox manager's to tell (``host_view``). The List calls report
+ready pods only, as containerd does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from podsandbox.types import State
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.rpc.registry import rpc
+from shim.rpc import stats_convert
+from shim.rpc.registry import list_and_stream, rpc
 from shim.rpc.sandbox_convert import matches
-from shim.rpc.streaming import chunks
-from shim.stats.collector import (
-    ContainerTarget,
-    PodTarget,
-    container_target,
-    for_daemon,
-    pod_target,
-    shared_parents,
-)
+from shim.stats.collector import container_target, pod_target, shared_parents
+from shim.stats.samples import ContainerTarget, PodTarget
 from shim.store import SandboxRecord
 
 if TYPE_CHECKING:
@@ -40,27 +34,29 @@ def _targets(d: Daemon, want: list[SandboxRecord]) -> tuple[list[PodTarget], set
     for t in d.store.containers.scan(
             lambda r: container_target(r) if r.sandbox_id in ids else None):
         by_pod[t.sandbox_id].append(t)
-    pods = [pod_target(r, by_pod[r.id]) for r in want]
-    parents = d.store.sandboxes.scan(
-        lambda r: str(r.details.get("cgroup", "")).rsplit("/", 1)[0]
-        if "/" in str(r.details.get("cgroup", "")) else "")
+    view = d.sandboxes.host_view
+    pods = [pod_target(r, view(r), by_pod[r.id]) for r in want]
+    parents = d.store.sandboxes.scan(lambda r: view(r).parent)
     return pods, shared_parents(parents, d.sandboxes.own_parent)
 
 
 async def _collect(d: Daemon, want: list[SandboxRecord]) -> list[pb.PodSandboxStats]:
     pods, shared = _targets(d, want)
     live = set(d.store.containers.ids())
-    c = for_daemon(d)
+    c = d.stats
 
     def work() -> list[pb.PodSandboxStats]:
-        out = [c.pod_stats(t, shared) for t in pods]
+        out = [stats_convert.pod_stats(c.pod_stats(t, shared)) for t in pods]
         c.prune(live)
         return out
 
     return await asyncio.to_thread(work)
 
 
-async def select(d: Daemon, f: pb.PodSandboxStatsFilter | None) -> list[pb.PodSandboxStats]:
+async def select(
+    d: Daemon, req: pb.ListPodSandboxStatsRequest | pb.StreamPodSandboxStatsRequest
+) -> list[pb.PodSandboxStats]:
+    f = req.filter if req.HasField("filter") else None
     want = d.store.sandboxes.scan(
         lambda r: r if r.state == State.READY.value and matches(r, f) else None)
     return await _collect(d, want)
@@ -77,18 +73,7 @@ async def pod_sandbox_stats(
     return pb.PodSandboxStatsResponse(stats=stats[0])
 
 
-@rpc("ListPodSandboxStats")
-async def list_pod_sandbox_stats(
-    d: Daemon, req: pb.ListPodSandboxStatsRequest, ctx: object
-) -> pb.ListPodSandboxStatsResponse:
-    f = req.filter if req.HasField("filter") else None
-    return pb.ListPodSandboxStatsResponse(stats=await select(d, f))
-
-
-@rpc("StreamPodSandboxStats")
-async def stream_pod_sandbox_stats(
-    d: Daemon, req: pb.StreamPodSandboxStatsRequest, ctx: object
-) -> AsyncIterator[pb.StreamPodSandboxStatsResponse]:
-    f = req.filter if req.HasField("filter") else None
-    for chunk in chunks(await select(d, f)):
-        yield pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
+list_and_stream(
+    "ListPodSandboxStats", "StreamPodSandboxStats", select,
+    lambda items: pb.ListPodSandboxStatsResponse(stats=items),
+    lambda chunk: pb.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk))

@@ -1,55 +1,37 @@
-"""CRI ContainerStats / PodSandboxStats from store records and the host's counters.
+"""ContainerStats / PodSandboxStats samples from store records and the host's counters.
 
 Records are turned into plain targets on the event loop (``container_target``,
 ``pod_target``); ``Collector`` then reads the counters, typically in a worker thread, and
-keeps what must outlive a call: the previous CPU samples and the writable-layer sizes.
+keeps what must outlive a call: the previous CPU samples and the writable-layer sizes. It
+returns typed samples (shim.stats.samples); shim/rpc/stats_convert.py makes CRI messages of
+them. The daemon builds one collector and keeps it for its lifetime.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from podsandbox import cgroups as pod_cgroups
-from podsandbox.types import SandboxDetails
+from podsandbox.types import PodHostView
 from shim import log
 from shim.containers.types import CState
-from shim.cri import api_pb2 as pb
 from shim.stats import cgroup, network
 from shim.stats.layer import LayerCache
 from shim.stats.rates import CpuRates
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
-
-@dataclass(frozen=True)
-class ContainerTarget:
-    id: str
-    sandbox_id: str
-    name: str
-    attempt: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    running: bool
-    cgroup: str  # relative to each hierarchy's root
-    upper: str  # the writable layer
-
-
-@dataclass(frozen=True)
-class PodTarget:
-    id: str
-    name: str
-    uid: str
-    namespace: str
-    attempt: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    cgroup: str  # the pause-holder's
-    parent: str  # the pod's cgroup parent (containers sit beside the holder there)
-    netns: str | None
-    containers: list[ContainerTarget] = field(default_factory=list)
+from shim.stats.samples import (
+    ContainerSample,
+    ContainerTarget,
+    Cpu,
+    Filesystem,
+    Interface,
+    Memory,
+    Network,
+    PodSample,
+    PodTarget,
+    Processes,
+    Swap,
+)
 
 
 def cgroup_relpath(path: str) -> str:
@@ -73,14 +55,12 @@ def container_target(rec: Any) -> ContainerTarget:
     )
 
 
-def pod_target(rec: Any, containers: list[ContainerTarget]) -> PodTarget:
-    pd = SandboxDetails.from_dict(rec.details)
-    parent = pd.cgroup.rsplit("/", 1)[0] if "/" in pd.cgroup else ""
-    netns = pd.pins.get("net") if pd.modes.get("net", "POD") == "POD" else None
+def pod_target(rec: Any, host: PodHostView, containers: list[ContainerTarget]) -> PodTarget:
+    """``host``: where the pod lives, as the sandbox manager tells (its details are its own)."""
     return PodTarget(
         id=rec.id, name=rec.name, uid=rec.uid, namespace=rec.namespace, attempt=rec.attempt,
-        labels=dict(rec.labels), annotations=dict(rec.annotations), cgroup=pd.cgroup,
-        parent=parent, netns=netns, containers=containers,
+        labels=dict(rec.labels), annotations=dict(rec.annotations), cgroup=host.cgroup,
+        parent=host.parent, netns=host.netns, containers=containers,
     )
 
 
@@ -96,8 +76,8 @@ def shared_parents(parents: list[str], default_parent: str) -> set[str]:
     return shared
 
 
-def _u(v: int) -> pb.UInt64Value:
-    return pb.UInt64Value(value=max(int(v), 0))
+def _clamp(v: int) -> int:
+    return max(int(v), 0)
 
 
 class Collector:
@@ -116,46 +96,41 @@ class Collector:
         return self._h
 
     # --- pieces -----------------------------------------------------------------------------
-    def _cpu(self, key: str, s: cgroup.CgroupSample) -> pb.CpuUsage | None:
+    def _cpu(self, key: str, s: cgroup.CgroupSample) -> Cpu | None:
         if s.cpu_usage_ns is None:
             return None
         rate = self.rates.rate(key, s.timestamp, s.cpu_usage_ns)
-        return pb.CpuUsage(timestamp=s.timestamp, usage_core_nano_seconds=_u(s.cpu_usage_ns),
-                           usage_nano_cores=_u(rate))
+        return Cpu(timestamp=s.timestamp, usage_core_ns=_clamp(s.cpu_usage_ns),
+                   usage_nano_cores=_clamp(rate))
 
     @staticmethod
-    def _memory(s: cgroup.CgroupSample) -> pb.MemoryUsage | None:
+    def _memory(s: cgroup.CgroupSample) -> Memory | None:
         if s.memory_usage is None:
             return None
-        m = pb.MemoryUsage(
-            timestamp=s.timestamp, working_set_bytes=_u(s.working_set or 0),
-            available_bytes=_u(s.available_bytes), usage_bytes=_u(s.memory_usage),
+        return Memory(
+            timestamp=s.timestamp, working_set_bytes=_clamp(s.working_set or 0),
+            available_bytes=_clamp(s.available_bytes), usage_bytes=_clamp(s.memory_usage),
+            rss_bytes=None if s.rss is None else _clamp(s.rss),
+            page_faults=None if s.page_faults is None else _clamp(s.page_faults),
+            major_page_faults=None if s.major_page_faults is None
+            else _clamp(s.major_page_faults),
         )
-        if s.rss is not None:
-            m.rss_bytes.CopyFrom(_u(s.rss))
-        if s.page_faults is not None:
-            m.page_faults.CopyFrom(_u(s.page_faults))
-        if s.major_page_faults is not None:
-            m.major_page_faults.CopyFrom(_u(s.major_page_faults))
-        return m
 
     @staticmethod
-    def _swap(s: cgroup.CgroupSample) -> pb.SwapUsage | None:
+    def _swap(s: cgroup.CgroupSample) -> Swap | None:
         if s.swap_usage is None:
             return None
-        return pb.SwapUsage(timestamp=s.timestamp, swap_usage_bytes=_u(s.swap_usage),
-                            swap_available_bytes=_u(s.swap_available))
+        return Swap(timestamp=s.timestamp, usage_bytes=_clamp(s.swap_usage),
+                    available_bytes=_clamp(s.swap_available))
 
-    def _layer(self, t: ContainerTarget) -> pb.FilesystemUsage | None:
+    def _layer(self, t: ContainerTarget) -> Filesystem | None:
         if not t.upper:
             return None
         u = self.layers.usage(t.id, t.upper)
-        return pb.FilesystemUsage(
-            timestamp=u.timestamp, fs_id=pb.FilesystemIdentifier(mountpoint=self.fs_mountpoint),
-            used_bytes=_u(u.used_bytes), inodes_used=_u(u.inodes_used),
-        )
+        return Filesystem(timestamp=u.timestamp, mountpoint=self.fs_mountpoint,
+                          used_bytes=_clamp(u.used_bytes), inodes_used=_clamp(u.inodes_used))
 
-    def _network(self, t: PodTarget, now: int) -> pb.NetworkUsage | None:
+    def _network(self, t: PodTarget, now: int) -> Network | None:
         if not t.netns:
             return None
         try:
@@ -163,37 +138,23 @@ class Collector:
         except OSError as e:  # the pod is going away
             self.logger.debug("pod network counters unreadable", pod=t.id, error=str(e))
             return None
-        usage = pb.NetworkUsage(timestamp=now)
-        for i in ifaces:
-            iu = pb.NetworkInterfaceUsage(
-                name=i.name, rx_bytes=_u(i.rx_bytes), rx_errors=_u(i.rx_errors),
-                tx_bytes=_u(i.tx_bytes), tx_errors=_u(i.tx_errors))
-            usage.interfaces.append(iu)
-            if i.name == network.DEFAULT_INTERFACE:
-                usage.default_interface.CopyFrom(iu)
-        return usage
+        out = tuple(Interface(name=i.name, rx_bytes=_clamp(i.rx_bytes),
+                              rx_errors=_clamp(i.rx_errors), tx_bytes=_clamp(i.tx_bytes),
+                              tx_errors=_clamp(i.tx_errors)) for i in ifaces)
+        default = next((i for i in out if i.name == network.DEFAULT_INTERFACE), None)
+        return Network(timestamp=now, interfaces=out, default=default)
 
-    # --- CRI messages -----------------------------------------------------------------------
-    def container_stats(self, t: ContainerTarget) -> pb.ContainerStats:
+    # --- samples ----------------------------------------------------------------------------
+    def container_stats(self, t: ContainerTarget) -> ContainerSample:
         now = time.time_ns()
-        st = pb.ContainerStats(attributes=pb.ContainerAttributes(
-            id=t.id, metadata=pb.ContainerMetadata(name=t.name, attempt=t.attempt),
-            labels=t.labels, annotations=t.annotations))
+        cpu = mem = swap = None
         if t.running and t.cgroup:
             s = cgroup.read(t.cgroup, self.hierarchies, now)
             cpu, mem, swap = self._cpu(t.id, s), self._memory(s), self._swap(s)
-            if cpu is not None:
-                st.cpu.CopyFrom(cpu)
-            if mem is not None:
-                st.memory.CopyFrom(mem)
-            if swap is not None:
-                st.swap.CopyFrom(swap)
-        layer = self._layer(t)
-        if layer is not None:
-            st.writable_layer.CopyFrom(layer)
-        return st
+        return ContainerSample(target=t, cpu=cpu, memory=mem, swap=swap,
+                               writable_layer=self._layer(t))
 
-    def pod_stats(self, t: PodTarget, shared: set[str]) -> pb.PodSandboxStats:
+    def pod_stats(self, t: PodTarget, shared: set[str]) -> PodSample:
         now = time.time_ns()
         running = [c for c in t.containers if c.running]
         if t.parent in shared:
@@ -202,43 +163,16 @@ class Collector:
             s = cgroup.total([cgroup.read(p, self.hierarchies, now) for p in paths], now)
         else:
             s = cgroup.read(t.parent, self.hierarchies, now)
-        linux = pb.LinuxPodSandboxStats()
+        cpu = mem = procs = None
         if s.found:
             cpu, mem = self._cpu(f"pod:{t.id}", s), self._memory(s)
-            if cpu is not None:
-                linux.cpu.CopyFrom(cpu)
-            if mem is not None:
-                linux.memory.CopyFrom(mem)
             if s.pids is not None:
-                linux.process.CopyFrom(pb.ProcessUsage(timestamp=now,
-                                                       process_count=_u(s.pids)))
-        net = self._network(t, now)
-        if net is not None:
-            linux.network.CopyFrom(net)
-        linux.containers.extend(self.container_stats(c) for c in running)
-        return pb.PodSandboxStats(
-            attributes=pb.PodSandboxAttributes(
-                id=t.id, metadata=pb.PodSandboxMetadata(name=t.name, uid=t.uid,
-                                                        namespace=t.namespace,
-                                                        attempt=t.attempt),
-                labels=t.labels, annotations=t.annotations),
-            linux=linux,
-        )
+                procs = Processes(timestamp=now, count=_clamp(s.pids))
+        return PodSample(target=t, cpu=cpu, memory=mem, processes=procs,
+                         network=self._network(t, now),
+                         containers=tuple(self.container_stats(c) for c in running))
 
     def prune(self, live_containers: set[str]) -> None:
         """Forget the layer sizes of removed containers and CPU samples no one asks about."""
         self.layers.forget_except(live_containers)
         self.rates.forget_stale(time.time_ns())
-
-
-_COLLECTORS: weakref.WeakKeyDictionary[Any, Collector] = weakref.WeakKeyDictionary()
-
-
-def for_daemon(d: Daemon) -> Collector:
-    """The daemon's collector (its samples live as long as the daemon). Writable layers are
-    reported on the filesystem ImageFsInfo calls the containers' one, so the kubelet can
-    match them."""
-    c = _COLLECTORS.get(d)
-    if c is None:
-        c = _COLLECTORS[d] = Collector(d.images.containers_dir)
-    return c

@@ -1,18 +1,13 @@
-"""Stats messages from targets, with fake cgroup trees and a real writable layer dir."""
+"""Stats samples from targets, with fake cgroup trees and a real writable layer dir."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from shim.stats import cgroup
-from shim.stats.collector import (
-    Collector,
-    ContainerTarget,
-    PodTarget,
-    cgroup_relpath,
-    shared_parents,
-)
+from shim.stats.collector import Collector, cgroup_relpath, shared_parents
 from shim.stats.layer import LayerCache
+from shim.stats.samples import ContainerTarget, PodTarget
 
 
 def _tree(root: Path, rel: str, usage_ns: int, mem: int, inactive: int, pids: int) -> None:
@@ -57,24 +52,25 @@ def test_container_stats(tmp_path: Path) -> None:
     (upper / "f").write_bytes(b"x" * 100_000)
     c = Collector("/var/lib/tether/containers", _hier(tmp_path / "cg"))
     st = c.container_stats(_ctr("c1", str(upper)))
-    assert st.attributes.id == "c1" and st.attributes.metadata.name == "n-c1"
-    assert dict(st.attributes.labels) == {"a": "b"}
-    assert st.cpu.usage_core_nano_seconds.value == 2_000_000_000
-    assert st.cpu.HasField("usage_nano_cores") and st.cpu.usage_nano_cores.value == 0
-    assert st.memory.working_set_bytes.value == 500_000
-    assert st.memory.available_bytes.value == 1048576 - 500_000
-    assert st.memory.rss_bytes.value == 100
-    assert st.writable_layer.used_bytes.value >= 100_000
-    assert st.writable_layer.inodes_used.value == 2
-    assert st.writable_layer.fs_id.mountpoint == "/var/lib/tether/containers"
-    assert not st.HasField("swap")
+    assert st.target.id == "c1" and st.target.name == "n-c1"
+    assert st.target.labels == {"a": "b"}
+    assert st.cpu is not None and st.memory is not None and st.writable_layer is not None
+    assert st.cpu.usage_core_ns == 2_000_000_000
+    assert st.cpu.usage_nano_cores == 0  # no rate from one sample
+    assert st.memory.working_set_bytes == 500_000
+    assert st.memory.available_bytes == 1048576 - 500_000
+    assert st.memory.rss_bytes == 100
+    assert st.memory.page_faults is None  # no memory.stat line for it
+    assert st.writable_layer.used_bytes >= 100_000
+    assert st.writable_layer.inodes_used == 2
+    assert st.writable_layer.mountpoint == "/var/lib/tether/containers"
+    assert st.swap is None
 
 
 def test_exited_container_has_no_cgroup_stats(tmp_path: Path) -> None:
     c = Collector("/m", _hier(tmp_path))
     st = c.container_stats(_ctr("c9", "", running=False))
-    assert not st.HasField("cpu") and not st.HasField("memory")
-    assert not st.HasField("writable_layer")
+    assert st.cpu is None and st.memory is None and st.writable_layer is None
 
 
 def test_layer_walk_is_cached(tmp_path: Path) -> None:
@@ -98,15 +94,17 @@ def test_pod_stats_from_own_parent_and_from_a_sum(tmp_path: Path) -> None:
                     annotations={}, cgroup="kube/pod1/tether-pod1", parent="kube/pod1",
                     netns=None, containers=[_ctr("c1", ""), _ctr("c2", "", running=False)])
     st = c.pod_stats(pod, shared_parents(["kube/pod1"], "tether"))
-    assert st.attributes.metadata.uid == "u"
-    assert st.linux.cpu.usage_core_nano_seconds.value == 9_000
-    assert st.linux.memory.working_set_bytes.value == 4_000
-    assert st.linux.process.process_count.value == 4
-    assert [x.attributes.id for x in st.linux.containers] == ["c1"]
-    assert not st.linux.HasField("network")
+    assert st.cpu is not None and st.memory is not None and st.processes is not None
+    assert st.target.uid == "u"
+    assert st.cpu.usage_core_ns == 9_000
+    assert st.memory.working_set_bytes == 4_000
+    assert st.processes.count == 4
+    assert [x.target.id for x in st.containers] == ["c1"]
+    assert st.network is None
     # The same pod under a parent other pods share: its own cgroups are summed.
     st = c.pod_stats(pod, {"", "kube/pod1"})
-    assert st.linux.cpu.usage_core_nano_seconds.value == 3_000
-    assert st.linux.memory.usage_bytes.value == 3_000
-    assert st.linux.memory.working_set_bytes.value == 2_500
-    assert st.linux.process.process_count.value == 3
+    assert st.cpu is not None and st.memory is not None and st.processes is not None
+    assert st.cpu.usage_core_ns == 3_000
+    assert st.memory.usage_bytes == 3_000
+    assert st.memory.working_set_bytes == 2_500
+    assert st.processes.count == 3
