@@ -1,5 +1,5 @@
 """The ``tether`` command: ``serve`` runs the daemon, ``config`` prints the effective config,
-``--version`` the version."""
+``ns`` shows the pods' namespaces (``ns check``: risky sharing), ``--version`` the version."""
 
 from __future__ import annotations
 
@@ -55,7 +55,38 @@ def _parser() -> argparse.ArgumentParser:
             "--no-metrics", dest="metrics.enabled", action="store_const", const=False,
             help="do not serve /metrics",
         )
+    ns = sub.add_parser("ns", help="each pod's and container's namespaces (a pod-aware lsns)",
+                        description="Each pod's and container's namespaces: inode, whose it is "
+                        "(node, pod, container) and who else shares it. `tether ns check` "
+                        "lists risky sharing and exits 1 when there is any (docs/namespaces.md).")
+    ns.add_argument("action", nargs="?", choices=("check",), help="check: flag risky sharing")
+    ns.add_argument("--json", action="store_true", help="machine-readable output")
+    ns.add_argument("--source", choices=("auto", "cri", "store"), default="auto",
+                    help="the daemon over its socket, the store (read-only), or the daemon "
+                    "and the store when it is down (default)")
+    ns.add_argument("--config", help=f"config file (default {configmod.DEFAULT_CONFIG_FILE})")
+    ns.add_argument("--config-dir", default=configmod.DEFAULT_DROPIN_DIR,
+                    help="drop-in directory")
+    for flag, key, typ, help_text in _OVERRIDES[:3]:  # --root, --run-dir, --listen
+        ns.add_argument(flag, dest=key, type=typ, help=help_text)
     return p
+
+
+def _ns(args: argparse.Namespace) -> int:
+    from shim.nsview import command  # keep `tether config` light
+
+    overrides = tuple((key, getattr(args, key)) for _, key, _, _ in _OVERRIDES[:3]
+                      if getattr(args, key) is not None)
+    sources = configmod.ConfigSources(
+        file=args.config or configmod.DEFAULT_CONFIG_FILE, file_required=args.config is not None,
+        dropin_dir=args.config_dir, overrides=overrides)
+    try:
+        cfg = configmod.load(sources)
+    except configmod.ConfigError as e:
+        print(f"tether: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return command.run(args.action == "check", args.json, args.source, cfg.server.listen,
+                       cfg.paths.root)
 
 
 def sources_from_args(args: argparse.Namespace) -> configmod.ConfigSources:
@@ -82,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "ns":
+        return _ns(args)
     sources = sources_from_args(args)
     try:
         cfg = configmod.load(sources)

@@ -8,6 +8,7 @@ from google.protobuf import json_format
 
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
+from shim.nsview.model import privileged_of, spec_namespaces
 from shim.oci.resources import resources_from_oci
 from shim.store import ContainerRecord
 
@@ -56,6 +57,14 @@ def to_status(rec: ContainerRecord) -> pb.ContainerStatus:
     return st
 
 
+def cgroup_namespace(runtime_spec: object) -> str:
+    """"private" or "host" as the spec says; "" when there is no spec to tell."""
+    kinds = spec_namespaces(runtime_spec)
+    if kinds is None:
+        return ""
+    return "private" if "cgroup" in kinds else "host"
+
+
 def verbose_info(rec: ContainerRecord) -> dict[str, str]:
     d = ContainerDetails.from_dict(rec.details)
     try:
@@ -71,6 +80,9 @@ def verbose_info(rec: ContainerRecord) -> dict[str, str]:
         "bundle": d.bundle,
         "rootfs": d.rootfs,
         "runtimeSpec": runtime_spec,
+        "privileged": privileged_of(d.config_json),
+        # a cgroup namespace of its own on cgroup v2 hosts, the node's otherwise (shim/oci/spec)
+        "cgroupNamespace": cgroup_namespace(runtime_spec),
     }
     return {"info": json.dumps(info, sort_keys=True)}
 

@@ -14,6 +14,7 @@ from cni.types import Bandwidth, DNSConfig, PortMapping
 from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
+from shim.nsview.model import privileged_of
 from shim.store import SandboxRecord
 
 _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
@@ -209,6 +210,9 @@ def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, s
         "cniNetwork": d.cni_network,
         "cniResult": d.cni_result,
         "runtimeHandler": rec.runtime_handler,
+        # what `tether ns check` weighs: host ports and privilege, beside the namespaces
+        "portMappings": d.port_mappings,
+        "privileged": privileged_of(d.config_json),
     }
     return {"info": json.dumps(info, sort_keys=True)}
 

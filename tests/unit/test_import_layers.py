@@ -28,7 +28,9 @@ def _rules(importer: str, imported: str) -> str | None:
             imported.startswith("shim.rpc"):
         return "only shim.rpc is the RPC edge: nothing below imports it"
     if top_from in ("shim", "podsandbox", "cni") and imported.startswith("shim.cri") and \
-            not importer.startswith(("shim.rpc", "shim.cri", "shim.daemon", "shim.interceptor")):
+            not importer.startswith(("shim.rpc", "shim.cri", "shim.daemon", "shim.interceptor",
+                                     # the client side of the edge (tether ns): facts out
+                                     "shim.nsview.cri")):
         return "protobuf only at the RPC edge"
     return None
 

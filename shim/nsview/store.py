@@ -1,0 +1,48 @@
+"""Facts from the daemon's store and records on disk, for when the daemon is down."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from podsandbox.types import SandboxDetails
+from shim.containers.types import ContainerDetails
+from shim.nsview import proc
+from shim.nsview.model import ContainerFacts, PodFacts, privileged_of, spec_namespaces
+from shim.store import readonly
+
+DB_NAME = "tether.db"  # under paths.root, as the daemon opens it
+
+
+def _spec(bundle: str) -> Any:
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
+    sandboxes, records = readonly.read(os.path.join(root, DB_NAME))
+    pods = []
+    for rec in sandboxes:
+        d = SandboxDetails.from_dict(rec.details)
+        # a pid is only trusted with the start time recorded with it
+        pid = d.holder.pid if d.holder and proc.inodes(d.holder.pid, d.holder.start_time) else 0
+        pods.append(PodFacts(
+            id=rec.id, name=rec.name, namespace=rec.namespace, state=rec.state, pid=pid,
+            modes=dict(d.modes), recorded=dict(d.inodes),
+            privileged=privileged_of(d.config_json),
+            host_ports=tuple(p["host_port"] for p in d.port_mappings if p.get("host_port")),
+        ))
+    containers = []
+    for crec in records:
+        cd = ContainerDetails.from_dict(crec.details)
+        pid = cd.pid.pid if cd.pid and proc.inodes(cd.pid.pid, cd.pid.start_time) else 0
+        containers.append(ContainerFacts(
+            id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state, pid=pid,
+            privileged=privileged_of(cd.config_json),
+            spec_namespaces=spec_namespaces(_spec(cd.bundle)),
+        ))
+    return pods, containers
