@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket as socketmod
 from typing import Any
 
 import grpc
@@ -28,7 +30,24 @@ def _info(resp: Any) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _refused(path: str) -> str | None:
+    """Why nothing can answer on ``path`` (no file, a stale socket a killed daemon left), at
+    once rather than after gRPC's connect timeout; None when something listens."""
+    s = socketmod.socket(socketmod.AF_UNIX)
+    try:
+        s.connect(path)
+        return None
+    except OSError as e:
+        return f"nothing answers on {path} ({e.strerror})"
+    finally:
+        with contextlib.suppress(OSError):
+            s.close()
+
+
 def read(socket: str, timeout: float = 10.0) -> tuple[list[PodFacts], list[ContainerFacts]]:
+    why = _refused(socket)
+    if why:
+        raise Unreachable(why)
     channel = grpc.insecure_channel(f"unix://{socket}",
                                     options=[("grpc.use_local_subchannel_pool", 1)])
     try:

@@ -166,6 +166,15 @@ def test_check_passes_a_plain_pod_and_fails_a_host_pid_privileged_one(ctr: Ctr) 
     assert found == {("host-pid-privileged", "default/risky", "root"),
                      ("host-user-privileged", "default/risky", "root")}
 
+    run_pod(ctr, "hostports", network=pb.NODE, ipc=pb.NODE,
+            ports=[pb.PortMapping(container_port=8080, host_port=8080)])
+    j = tether_ns(ctr, "check", "--json")
+    assert j.returncode == 1
+    found = {(f["rule"], f["pod"], f["container"]) for f in json.loads(j.stdout)["findings"]}
+    assert {("host-network-hostport", "default/hostports", ""),
+            ("host-ipc", "default/hostports", "")} < found
+    assert len(found) == 4
+
 
 def test_daemon_down_falls_back_to_the_store(ctr: Ctr) -> None:
     sid, cfg = run_pod(ctr, "keep", pid=pb.POD)
