@@ -23,13 +23,14 @@ from tests.integration.test_sandbox import pod_config, start_env, stop_env
 from tests.rig.images import ImageRegistry
 
 
-@pytest.fixture
-def ctr(tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
+@pytest.fixture(params=["runc"])
+def ctr(request: pytest.FixtureRequest, tmp_path: Path,
+        registry: ImageRegistry) -> Iterator[Ctr]:
     env = start_env(tmp_path, extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
     env.conflist([env.bridge(), {"type": "loopback"}])
     ref = registry.ref("busybox")
     env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    c = Ctr(env, "runc", ref, tmp_path / "logs")
+    c = Ctr(env, request.param, ref, tmp_path / "logs")
     yield c
     if c.env.daemon.proc is None:  # a test left it down
         c.env.daemon.start()
@@ -63,7 +64,7 @@ def run_pod(ctr: Ctr, name: str, *, privileged: bool = False, **kw: Any) -> tupl
     cfg = pod_config(name, **kw)
     cfg.linux.security_context.privileged = privileged
     cfg.log_directory = str(ctr.log_dir / name)
-    sid = ctr.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler="runc"),
+    sid = ctr.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler=ctr.handler),
                                timeout=60).pod_sandbox_id
     return sid, cfg
 
@@ -79,7 +80,11 @@ def by_label(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_inodes_owners_and_sharing_match_proc(ctr: Ctr) -> None:
     plain, pcfg = run_pod(ctr, "plain")
-    ctr.run(plain, pcfg, "own", ["sleep", "600"])
+    own_id = ctr.run(plain, pcfg, "own", ["sleep", "600"])
+    # a debug container in "own"'s PID namespace (namespace_options.pid TARGET)
+    ctr.run(plain, pcfg, "debug", ["sleep", "600"], linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(namespace_options=pb.NamespaceOption(
+            network=pb.POD, ipc=pb.POD, pid=pb.TARGET, target_id=own_id))))
     shared, scfg = run_pod(ctr, "shared", pid=pb.POD)
     ctr.run(shared, scfg, "a", ["sleep", "600"])
     ctr.run(shared, scfg, "b", ["sleep", "600"])
@@ -91,7 +96,7 @@ def test_inodes_owners_and_sharing_match_proc(ctr: Ctr) -> None:
     node = {k: stat_inode("self", k) for k in KINDS}
     assert doc["node"] == node
     subjects = by_label(doc)
-    assert len(subjects) == 3 + 4
+    assert len(subjects) == 3 + 5
     for label, s in subjects.items():
         assert s["pid"] > 0, label
         for kind in KINDS:  # what lsns would print for that process
@@ -109,8 +114,12 @@ def test_inodes_owners_and_sharing_match_proc(ctr: Ctr) -> None:
     assert [owner("default/hostnet", k) for k in ("net", "uts", "ipc")] == ["node", "node", "pod"]
     # a container with its own PID namespace; a pod-wide one shared by both containers
     own = subjects["default/plain/own"]["namespaces"]
-    assert own["pid"]["owner"] == "container" and own["pid"]["sharedWith"] == []
-    assert own["net"]["owner"] == "pod" and own["net"]["sharedWith"] == ["default/plain"]
+    assert own["pid"]["owner"] == "container"
+    assert own["pid"]["sharedWith"] == ["default/plain/debug"]
+    debug = subjects["default/plain/debug"]["namespaces"]
+    assert debug["pid"]["owner"] == "container" and debug["pid"]["inode"] == own["pid"]["inode"]
+    assert own["net"]["owner"] == "pod"
+    assert own["net"]["sharedWith"] == ["default/plain", "default/plain/debug"]
     a = subjects["default/shared/a"]["namespaces"]
     assert a["pid"]["owner"] == "pod"
     assert a["pid"]["sharedWith"] == ["default/shared", "default/shared/b"]
@@ -131,6 +140,7 @@ def test_inodes_owners_and_sharing_match_proc(ctr: Ctr) -> None:
     assert str(a["pid"]["inode"]) in table.stdout and "default/shared/b" in table.stdout
 
 
+@pytest.mark.parametrize("ctr", ["runc", "crun"], indirect=True)
 def test_cgroup_namespace_is_the_hosts_on_this_host_and_reported(ctr: Ctr) -> None:
     sid, cfg = run_pod(ctr, "cg")
     cid = ctr.run(sid, cfg, "c", ["sleep", "600"])
