@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     ns.add_argument("--config-dir", default=configmod.DEFAULT_DROPIN_DIR,
                     help="drop-in directory")
     for flag, key, typ, help_text in _OVERRIDES[:3]:  # --root, --run-dir, --listen
-        ns.add_argument(flag, dest=key, type=typ, help=help_text)
+        ns.add_argument(flag, dest=key, type=typ, help=help_text, metavar="PATH")
     return p
 
 

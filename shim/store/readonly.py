@@ -15,7 +15,7 @@ def read(path: str) -> tuple[list[SandboxRecord], list[ContainerRecord]]:
     """Every sandbox and container record in the database at ``path``. A running daemon's
     uncommitted writes are not seen; a killed one's committed WAL is."""
     if not os.path.exists(path):
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(f"no store at {path}")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         version: int = conn.execute("PRAGMA user_version").fetchone()[0]
