@@ -26,6 +26,12 @@ DEFAULT_DROPIN_DIR = "/etc/tether/tether.d"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 CGROUP_DRIVERS = ("cgroupfs", "systemd")
+# The namespace-sharing policy (docs/namespaces.md): its modes, the kinds of sharing a rule
+# governs and what a rule may say of them.
+NS_POLICY_MODES = ("off", "audit", "enforce")
+NS_SHARING_KINDS = ("host_network", "host_pid", "host_ipc", "host_user", "target_pid",
+                    "pod_pid", "privileged_host")
+NS_VERDICTS = ("allow", "deny", "audit")
 
 
 class ConfigError(Exception):
@@ -144,6 +150,31 @@ class TracingConfig:
 
 
 @dataclass
+class NamespaceRule:
+    """One rule of [namespaces]: a kind of sharing, a verdict, and what it applies to. The
+    match fields are optional and AND-ed; strings are shell-style globs (fnmatch)."""
+
+    kind: str = ""  # one of NS_SHARING_KINDS
+    verdict: str = ""  # one of NS_VERDICTS
+    name: str = ""  # optional, named in denials and audit lines
+    pod_namespaces: list[str] = field(default_factory=list)  # any of them ([]: any)
+    labels: dict[str, str] = field(default_factory=dict)  # the pod's; every one must match
+    annotations: dict[str, str] = field(default_factory=dict)  # the pod's; every one
+    runtime_handlers: list[str] = field(default_factory=list)  # any of them ([]: any)
+
+
+@dataclass
+class NamespacesConfig:
+    # off: no check, no audit line. audit: decisions recorded, nothing denied. enforce: deny
+    # rules refuse the RPC (PERMISSION_DENIED).
+    mode: str = "off"
+    rules: list[NamespaceRule] = field(default_factory=list)  # in order; the first match wins
+    audit_log: str = "/var/lib/tether/audit/namespaces.log"  # unset: <paths.root>/audit/...
+    audit_log_max_bytes: int = 10 * 1024 * 1024  # rotated past this size
+    audit_log_keep: int = 5  # rotated files kept: namespaces.log.1 .. .N
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -154,6 +185,7 @@ class Config:
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    namespaces: NamespacesConfig = field(default_factory=NamespacesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,6 +201,9 @@ LIVE_KEYS = frozenset({
     "images.registries_conf", "images.registries_conf_dir", "images.auth_file",
     "images.insecure_registries", "images.mirrors", "images.pause_image",
     "images.pull_progress_timeout_seconds", "images.certs_dirs",
+    # the namespace-sharing policy: the next RunPodSandbox/CreateContainer decides by it
+    "namespaces.mode", "namespaces.rules", "namespaces.audit_log",
+    "namespaces.audit_log_max_bytes", "namespaces.audit_log_keep",
 })
 
 
@@ -362,6 +397,33 @@ def validate(cfg: Config) -> None:
     if cfg.runtime.pids_limit < 0:
         raise ConfigError("key 'runtime.pids_limit': must be >= 0 (0 = no limit)")
     _check_tracing(cfg.tracing)
+    _check_namespaces(cfg.namespaces)
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"key '{key}': must be one of {', '.join(allowed)} (got {value!r})")
+
+
+def _check_namespaces(ns: NamespacesConfig) -> None:
+    _one_of("namespaces.mode", ns.mode, NS_POLICY_MODES)
+    for i, rule in enumerate(ns.rules):
+        key = f"namespaces.rules[{i}]"
+        _one_of(f"{key}.kind", rule.kind, NS_SHARING_KINDS)
+        _one_of(f"{key}.verdict", rule.verdict, NS_VERDICTS)
+        for name in ("pod_namespaces", "runtime_handlers"):
+            if any(not v for v in getattr(rule, name)):
+                raise ConfigError(f"key '{key}.{name}': an empty string matches nothing")
+        for name in ("labels", "annotations"):
+            if any(not k for k in getattr(rule, name)):
+                raise ConfigError(f"key '{key}.{name}': an empty key matches nothing")
+    if not os.path.isabs(ns.audit_log):
+        raise ConfigError(
+            f"key 'namespaces.audit_log': must be an absolute path (got {ns.audit_log!r})")
+    if ns.audit_log_max_bytes < 4096:
+        raise ConfigError("key 'namespaces.audit_log_max_bytes': must be at least 4096")
+    if not 0 <= ns.audit_log_keep <= 1000:
+        raise ConfigError("key 'namespaces.audit_log_keep': must be 0..1000")
 
 
 def _check_tracing(t: TracingConfig) -> None:
@@ -416,6 +478,8 @@ def load(sources: ConfigSources) -> Config:
         # Derived default: the socket follows the run dir unless set (handler roots: validate).
         if "listen" not in data.get("server", {}):
             cfg.server.listen = os.path.join(cfg.paths.run, "tether.sock")
+        if "audit_log" not in data.get("namespaces", {}):  # likewise the audit log, the root
+            cfg.namespaces.audit_log = os.path.join(cfg.paths.root, "audit", "namespaces.log")
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(_origin(data, str(e))) from None

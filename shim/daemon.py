@@ -26,6 +26,7 @@ from shim.errors import Unimplemented
 from shim.images import ImageManager
 from shim.interceptor import Interceptor
 from shim.notify import notify
+from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
 from shim.socket import SocketGuard
 from shim.stats.collector import Collector
@@ -61,6 +62,7 @@ class Daemon:
             cfg, self.store, self.sandboxes, self.images,
             host.runtime_options(cfg.runtime.pids_limit), self.features,
         )
+        self.nspolicy = NamespacePolicy(cfg.namespaces)
         self.streaming = StreamingServer(
             cfg.streaming.address, cfg.streaming.port, max_sessions=cfg.streaming.max_sessions,
             idle_timeout=cfg.streaming.idle_timeout_seconds, tls_cert=cfg.streaming.tls_cert,
@@ -139,6 +141,7 @@ class Daemon:
         finally:
             await self.streaming.stop()
             await self.images.close()
+            await asyncio.to_thread(self.nspolicy.close)  # the queued audit lines, bounded
             await asyncio.to_thread(tracing.shutdown)  # the last spans, bounded by a timeout
             self.store.close()
             guard.release()
@@ -168,6 +171,9 @@ class Daemon:
         # registries.conf is re-read even when its path did not change (as CRI-O does)
         images_changed = self.images.reload(new.images)
         self.config.images = self.images.cfg
+        # the namespace policy: taken by the next RunPodSandbox / CreateContainer
+        self.nspolicy.reload(new.namespaces)
+        self.config.namespaces = new.namespaces
         if not changes:
             self.logger.info("config reloaded; nothing changed in tether's config",
                              registries_conf_changed=images_changed)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
+from shim.rpc import namespace_policy
 from shim.rpc.registry import rpc
 
 if TYPE_CHECKING:
@@ -21,7 +23,15 @@ async def create_container(
     if not req.HasField("config"):
         raise InvalidArgument("config: required")
     check_config(req.config)
-    cid = await d.containers.create(req.pod_sandbox_id, req.config, req.sandbox_config)
+    # before any side effect: a denial leaves nothing behind
+    subject, granted = namespace_policy.check_container(d, req.pod_sandbox_id, req.config)
+    cid = ""
+    try:
+        cid = await d.containers.create(req.pod_sandbox_id, req.config, req.sandbox_config)
+    finally:
+        if subject is not None and granted:
+            d.nspolicy.record("CreateContainer",
+                              dataclasses.replace(subject, container_id=cid), granted)
     return pb.CreateContainerResponse(container_id=cid)
 
 

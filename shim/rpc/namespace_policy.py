@@ -1,0 +1,125 @@
+"""CRI requests -> the sharings the namespace policy decides on (shim.nspolicy), and the
+check itself at the edge of RunPodSandbox and CreateContainer: after validation, before any
+side effect. The conversions are pure; the inode lookups are passed in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from podsandbox import kernel
+from podsandbox.types import Mode, SandboxDetails, SandboxSpec
+from shim.containers.types import ContainerDetails
+from shim.cri import api_pb2 as pb
+from shim.errors import TetherError
+from shim.nspolicy.rules import Decision, NamespaceRef, Sharing, Subject
+from shim.store import SandboxRecord
+
+if TYPE_CHECKING:
+    from shim.daemon import Daemon
+
+Inode = Callable[[str], "int | None"]  # namespace type -> the node's inode
+
+
+def node_inode(ns_type: str) -> int | None:
+    """The daemon's own namespace: what NODE mode shares."""
+    try:
+        return os.stat(f"/proc/self/ns/{ns_type}").st_ino
+    except OSError:
+        return None
+
+
+def _node(types: tuple[str, ...], inode: Inode) -> dict[str, NamespaceRef]:
+    return {t: NamespaceRef("node", inode(t)) for t in types}
+
+
+def pod_subject(spec: SandboxSpec) -> Subject:
+    return Subject(pod_name=spec.name, pod_namespace=spec.namespace, pod_uid=spec.uid,
+                   runtime_handler=spec.runtime_handler, labels=spec.labels,
+                   annotations=spec.annotations)
+
+
+def pod_sharings(nso: pb.NamespaceOption, inode: Inode = node_inode) -> list[Sharing]:
+    """What a pod asks to share: host network (and so the node's UTS), PID, IPC, user
+    namespace (every pod not asking for a user namespace of its own), a pod-wide PID one."""
+    out = []
+    if nso.network == pb.NODE:
+        out.append(Sharing("host_network", _node(("net", "uts"), inode)))
+    if nso.pid == pb.NODE:
+        out.append(Sharing("host_pid", _node(("pid",), inode)))
+    if nso.ipc == pb.NODE:
+        out.append(Sharing("host_ipc", _node(("ipc",), inode)))
+    if not nso.HasField("userns_options") or nso.userns_options.mode == pb.NODE:
+        out.append(Sharing("host_user", _node(("user",), inode)))
+    if nso.pid == pb.POD:
+        out.append(Sharing("pod_pid", {"pid": NamespaceRef("pod")}))  # made after the check
+    return out
+
+
+def container_subject(pod: SandboxRecord, config: pb.ContainerConfig) -> Subject:
+    return Subject(pod_name=pod.name, pod_namespace=pod.namespace, pod_uid=pod.uid,
+                   runtime_handler=pod.runtime_handler, labels=pod.labels,
+                   annotations=pod.annotations, pod_id=pod.id,
+                   container_name=config.metadata.name)
+
+
+def container_sharings(pod: SandboxRecord, config: pb.ContainerConfig,
+                       inode: Inode = node_inode,
+                       target_inode: Callable[[str], int | None] = lambda _: None
+                       ) -> list[Sharing]:
+    """What a container gets of the node's or another container's namespaces: net and IPC
+    as its pod has them (the runtime joins the pod's), PID as its own namespace options say;
+    TARGET; and, privileged, any host namespace at all (privileged_host)."""
+    modes = SandboxDetails.from_dict(pod.details).modes
+    nso = config.linux.security_context.namespace_options
+    host: list[tuple[str, tuple[str, ...]]] = []
+    if modes.get("net") == Mode.NODE.value:
+        host.append(("host_network", ("net", "uts")))
+    if modes.get("ipc") == Mode.NODE.value:
+        host.append(("host_ipc", ("ipc",)))
+    if nso.pid == pb.NODE or (nso.pid == pb.POD and modes.get("pid") == Mode.NODE.value):
+        host.append(("host_pid", ("pid",)))
+    out = [Sharing(kind, _node(types, inode)) for kind, types in host]
+    if nso.pid == pb.TARGET:
+        out.append(Sharing("target_pid", {"pid": NamespaceRef(
+            "container", target_inode(nso.target_id), container_id=nso.target_id)}))
+    if config.linux.security_context.privileged and host:
+        types = tuple(t for _, ts in host for t in ts)
+        out.append(Sharing("privileged_host", _node(types, inode)))
+    return out
+
+
+def _target_inode(d: Daemon) -> Callable[[str], int | None]:
+    def lookup(target_id: str) -> int | None:
+        with contextlib.suppress(TetherError, OSError):
+            rec = d.containers.get(target_id)
+            pid = ContainerDetails.from_dict(rec.details).pid
+            if pid is not None and kernel.alive(pid.pid, pid.start_time):
+                return os.stat(f"/proc/{pid.pid}/ns/pid").st_ino
+        return None
+
+    return lookup
+
+
+def check_pod(d: Daemon, spec: SandboxSpec,
+              nso: pb.NamespaceOption) -> tuple[Subject, list[Decision]]:
+    """PermissionDenied for a denied pod; else the decisions to record once it is made."""
+    subject = pod_subject(spec)
+    if d.nspolicy.cfg.mode == "off":
+        return subject, []
+    return subject, d.nspolicy.check("RunPodSandbox", subject, pod_sharings(nso))
+
+
+def check_container(d: Daemon, sandbox_id: str,
+                    config: pb.ContainerConfig) -> tuple[Subject | None, list[Decision]]:
+    if d.nspolicy.cfg.mode == "off":
+        return None, []
+    try:
+        pod = d.sandboxes.get(sandbox_id)
+    except TetherError:
+        return None, []  # CreateContainer itself says NotFound
+    subject = container_subject(pod, config)
+    sharings = container_sharings(pod, config, target_inode=_target_inode(d))
+    return subject, d.nspolicy.check("CreateContainer", subject, sharings)
