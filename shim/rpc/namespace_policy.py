@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from podsandbox import kernel
+from podsandbox import kernel, namespaces
 from podsandbox.types import Mode, SandboxDetails, SandboxSpec
 from shim.containers.types import ContainerDetails
 from shim.cri import api_pb2 as pb
@@ -24,9 +24,9 @@ Inode = Callable[[str], "int | None"]  # namespace type -> the node's inode
 
 
 def node_inode(ns_type: str) -> int | None:
-    """The daemon's own namespace: what NODE mode shares."""
+    """The daemon's own namespace: what NODE mode shares (None: this kernel has no such)."""
     try:
-        return os.stat(f"/proc/self/ns/{ns_type}").st_ino
+        return namespaces.node_inode(ns_type)
     except OSError:
         return None
 
