@@ -165,6 +165,10 @@ mode = "enforce"
 kind = "target_pid"
 verdict = "deny"
 labels = { "debug.example/locked" = "true" }
+[[namespaces.rules]]
+kind = "privileged_host"
+verdict = "deny"
+runtime_handlers = ["runc"]
 """
 
 
@@ -183,6 +187,7 @@ def _debug(target: str) -> pb.LinuxContainerConfig:
 
 def test_debug_container_target_pid_denied_by_a_label_rule(
         tmp_path: Path, registry: ImageRegistry) -> None:
+    """And a privileged container in a host-network pod refused by a handler rule."""
     env = _env(tmp_path, TARGET_RULE,
                extra=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
     rt = env.cri.runtime
@@ -230,6 +235,24 @@ def test_debug_container_target_pid_denied_by_a_label_rule(
         text = metrics(env.daemon)
         assert 'tether_namespace_sharing_total{kind="target_pid",verdict="deny"} 1.0' in text
         assert 'tether_namespace_sharing_total{kind="target_pid",verdict="allow"} 1.0' in text
+
+        # a privileged container in a host-network pod: the pod may, the container may not
+        cfg3 = pod_config("hostnet", network=pb.NODE)
+        cfg3.linux.security_context.privileged = True
+        sid3 = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg3), timeout=60).pod_sandbox_id
+        msg = denied(lambda: rt.CreateContainer(_container(
+            sid3, cfg3, image, "root", linux=pb.LinuxContainerConfig(
+                security_context=pb.LinuxContainerSecurityContext(privileged=True)))))
+        assert "namespaces.rules[1] (kind privileged_host" in msg, msg
+        rt.CreateContainer(_container(sid3, cfg3, image, "plain"), timeout=60)  # unprivileged
+        # the refused container's lines: its denial only; the unprivileged one's host network
+        tail = audit_lines(env.daemon, 8)[-2:]
+        assert [(x["kind"], x["verdict"], x["container"]["name"]) for x in tail] == [
+            ("privileged_host", "deny", "root"), ("host_network", "allow", "plain")]
+        priv = [x for x in audit_lines(env.daemon, 8) if x["kind"] == "privileged_host"]
+        assert [(x["verdict"], x["container"]["name"]) for x in priv] == [("deny", "root")]
+        assert priv[0]["namespaces"] == {"net": {"owner": "node", "inode": node_inode("net")},
+                                         "uts": {"owner": "node", "inode": node_inode("uts")}}
     finally:
         stop_env(env)
 
