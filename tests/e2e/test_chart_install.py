@@ -35,8 +35,15 @@ def wheelhouse(into: Path) -> Path:
     except InputsMissing as e:
         pytest.fail(f"installer: {e}", pytrace=False)
     shutil.copytree(deps, into)
+    # built from a copy: setuptools writes build/ and *.egg-info next to the sources
+    src = into.parent / "src"
+    src.mkdir()
+    shutil.copy(REPO_ROOT / "pyproject.toml", src / "pyproject.toml")
+    for pkg in ("shim", "podsandbox", "cni", "bench"):
+        shutil.copytree(REPO_ROOT / pkg, src / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
-                    "--find-links", str(deps), "-w", str(into), str(REPO_ROOT)],
+                    "--find-links", str(deps), "-w", str(into), str(src)],
                    capture_output=True, text=True, check=True, timeout=300)
     return into
 
