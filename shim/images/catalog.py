@@ -1,22 +1,25 @@
-"""The in-memory catalog of images: lookups by id, tag, repo digest and manifest digest,
-and a ready-made CRI message per image, so List/Status never touch the store or the disk."""
+"""The in-memory catalog of images: lookups by id, tag, repo digest and manifest digest, and
+a ready-made summary per image (what List/Status report), so those never touch the store or
+the disk; ``memo`` lets the RPC edge keep its conversion of each summary."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from shim.cri import api_pb2 as pb
-from shim.images.cri import to_pb
-from shim.images.model import Image
+from shim.images.model import Image, ImageSummary, summarize
+
+T = TypeVar("T")
 
 
 class Catalog:
     def __init__(self, is_pinned: Callable[[Image], bool]) -> None:
         self._is_pinned = is_pinned
         self._images: dict[str, Image] = {}
-        self._pb: dict[str, pb.Image] = {}
+        self._summaries: dict[str, ImageSummary] = {}
         self._names: dict[str, str] = {}  # "name:tag" and "name@digest" -> id
         self._manifests: dict[str, str] = {}  # platform manifest digest -> id
+        self._memo: dict[str, dict[str, tuple[ImageSummary, Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._images)
@@ -24,7 +27,7 @@ class Catalog:
     def put(self, img: Image) -> None:
         self.remove(img.id)
         self._images[img.id] = img
-        self._pb[img.id] = to_pb(img, self._is_pinned(img))
+        self._summaries[img.id] = summarize(img, self._is_pinned(img))
         for n in img.repo_tags + img.repo_digests:
             self._names[n] = img.id
         # the platform manifest's digest finds the image too (name@<manifest digest>)
@@ -35,7 +38,9 @@ class Catalog:
 
     def remove(self, image_id: str) -> Image | None:
         old = self._images.pop(image_id, None)
-        self._pb.pop(image_id, None)
+        self._summaries.pop(image_id, None)
+        for cache in self._memo.values():
+            cache.pop(image_id, None)
         if old is not None:
             self._names = {k: v for k, v in self._names.items() if v != image_id}
             if self._manifests.get(old.manifest_digest) == image_id:
@@ -60,8 +65,23 @@ class Catalog:
     def images(self) -> list[Image]:
         return list(self._images.values())
 
-    def message(self, image_id: str) -> pb.Image | None:
-        return self._pb.get(image_id)
+    def summary(self, image_id: str) -> ImageSummary | None:
+        return self._summaries.get(image_id)
 
-    def messages(self) -> list[pb.Image]:
-        return list(self._pb.values())
+    def summaries(self) -> list[ImageSummary]:
+        return list(self._summaries.values())
+
+    def memo(self, key: str, fn: Callable[[ImageSummary], T]) -> Callable[[ImageSummary], T]:
+        """``fn`` cached per image until its summary is replaced (each ``put`` makes a new
+        object, so identity tells). For the hot-path conversion to CRI messages."""
+        cache = self._memo.setdefault(key, {})
+
+        def cached(s: ImageSummary) -> T:
+            hit = cache.get(s.id)
+            if hit is not None and hit[0] is s:
+                return hit[1]
+            value = fn(s)
+            cache[s.id] = (s, value)
+            return value
+
+        return cached

@@ -32,7 +32,6 @@ from typing import Any, TypeVar
 
 from shim import errors, log, tracing
 from shim.config import Config, ImagesConfig
-from shim.cri import api_pb2 as pb
 from shim.images import auth as authmod
 from shim.images import endpoints as endpointsmod
 from shim.images import metrics, registries
@@ -60,7 +59,7 @@ from shim.images.manifest import (
     node_platform,
     select_platform,
 )
-from shim.images.model import Image, Layer, add_name, drop_tag
+from shim.images.model import Image, ImageSummary, Layer, add_name, drop_tag
 from shim.images.reference import (
     InvalidReference,
     Reference,
@@ -290,15 +289,15 @@ class ImageManager:
     def get(self, spec: str) -> Image | None:
         return self.resolve(spec)[0]
 
-    def status(self, spec: str) -> pb.Image | None:
+    def status(self, spec: str) -> ImageSummary | None:
         img = self.get(spec)
-        return self.catalog.message(img.id) if img is not None else None
+        return self.catalog.summary(img.id) if img is not None else None
 
-    def list_images(self, spec: str = "") -> list[pb.Image]:
+    def list_images(self, spec: str = "") -> list[ImageSummary]:
         if not spec:
-            return self.catalog.messages()
-        msg = self.status(spec)
-        return [msg] if msg is not None else []
+            return self.catalog.summaries()
+        found = self.status(spec)
+        return [found] if found is not None else []
 
     def image_config(self, image_id: str) -> ImageConfig:
         img = self.get(image_id)
@@ -306,8 +305,12 @@ class ImageManager:
             raise errors.NotFound(f"image {image_id} not found")
         return img.config
 
-    def verbose_info(self, img: Image) -> dict[str, str]:
-        """ImageStatus verbose: the image config and manifest as stored (small blob reads)."""
+    def verbose_info(self, image_id: str) -> dict[str, str]:
+        """ImageStatus verbose: the image config and manifest as stored (small blob reads);
+        empty for an unknown image."""
+        img = self.catalog.get(image_id)
+        if img is None:
+            return {}
         info: dict[str, Any] = {
             "id": img.id,
             "manifestDigest": img.manifest_digest,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shim.images.manifest import ImageConfig
+from shim.images.manifest import ImageConfig, user_ids
 from shim.store import ImageRecord
 
 DETAILS_VERSION = 1
@@ -92,6 +92,27 @@ class Image:
             config=ImageConfig.from_json(d.get("config", {})),
             platform=d.get("platform", ""),
         )
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """What ListImages and ImageStatus report of an image. The catalog makes a new one each
+    time the image (or its pinned flag) changes, so the RPC edge may cache its conversion
+    per object."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    uid: int | None  # the config's user when numeric (its part before ":")
+    username: str  # the config's user when a name
+    pinned: bool
+
+
+def summarize(img: Image, pinned: bool) -> ImageSummary:
+    uid, username = user_ids(img.config.user)
+    return ImageSummary(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests,
+                        size=img.size, uid=uid, username=username, pinned=pinned)
 
 
 def add_name(

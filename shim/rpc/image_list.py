@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
+from shim.rpc.image_convert import list_filter, to_image
 from shim.rpc.registry import rpc
 
 if TYPE_CHECKING:
@@ -14,19 +15,20 @@ if TYPE_CHECKING:
 STREAM_CHUNK = 100
 
 
-def _filter(req: pb.ListImagesRequest | pb.StreamImagesRequest) -> str:
-    return req.filter.image.image if req.HasField("filter") else ""
+def _select(d: Daemon, spec: str) -> list[pb.Image]:
+    convert = d.images.catalog.memo("cri", to_image)
+    return [convert(s) for s in d.images.list_images(spec)]
 
 
 @rpc("ListImages")
 async def list_images(d: Daemon, req: pb.ListImagesRequest, ctx: object) -> pb.ListImagesResponse:
-    return pb.ListImagesResponse(images=d.images.list_images(_filter(req)))
+    return pb.ListImagesResponse(images=_select(d, list_filter(req)))
 
 
 @rpc("StreamImages")
 async def stream_images(
     d: Daemon, req: pb.StreamImagesRequest, ctx: object
 ) -> AsyncIterator[pb.StreamImagesResponse]:
-    images = d.images.list_images(_filter(req))
+    images = _select(d, list_filter(req))
     for i in range(0, len(images), STREAM_CHUNK):
         yield pb.StreamImagesResponse(images=images[i : i + STREAM_CHUNK])

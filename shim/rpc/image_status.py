@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
+from shim.rpc.image_convert import to_image
 from shim.rpc.registry import rpc
 
 if TYPE_CHECKING:
@@ -19,10 +20,10 @@ async def image_status(
     spec = req.image.image
     if not spec:
         raise InvalidArgument("ImageStatus: image.image is empty")
-    img = d.images.get(spec)
-    if img is None:
+    found = d.images.status(spec)
+    if found is None:
         return pb.ImageStatusResponse()
-    resp = pb.ImageStatusResponse(image=d.images.catalog.message(img.id))
+    resp = pb.ImageStatusResponse(image=d.images.catalog.memo("cri", to_image)(found))
     if req.verbose:
-        resp.info.update(d.images.verbose_info(img))
+        resp.info.update(d.images.verbose_info(found.id))
     return resp

@@ -6,7 +6,7 @@ import asyncio
 
 from shim.images.catalog import Catalog
 from shim.images.manifest import ImageConfig
-from shim.images.model import Image, Layer, add_name, drop_tag
+from shim.images.model import Image, ImageSummary, Layer, add_name, drop_tag
 from shim.images.singleflight import SingleFlight
 
 ID = "sha256:" + "a" * 64
@@ -39,16 +39,34 @@ def test_catalog_lookups_and_messages() -> None:
     assert cat.by_name(f"r.io/x@{MD}") is img  # the platform manifest digest too
     assert cat.by_manifest(MD) is img
     assert cat.by_prefix("aaaaaaaaaaaa") is img
-    msg = cat.message(ID)
-    assert msg is not None and msg.pinned and msg.username == "alice"
-    assert not msg.HasField("uid")
+    s = cat.summary(ID)
+    assert s is not None and s.pinned and s.username == "alice" and s.uid is None
     renamed = drop_tag(add_name(img, "r.io/y:2", None), "r.io/x:1")
     cat.put(renamed)
     assert cat.by_name("r.io/x:1") is None and cat.by_name("r.io/y:2") is renamed
-    m2 = cat.message(ID)
-    assert m2 is not None and not m2.pinned
+    s2 = cat.summary(ID)
+    assert s2 is not None and not s2.pinned and s2.repo_tags == ("r.io/y:2",)
     cat.remove(ID)
-    assert len(cat) == 0 and cat.by_manifest(MD) is None and cat.messages() == []
+    assert len(cat) == 0 and cat.by_manifest(MD) is None and cat.summaries() == []
+
+
+def test_catalog_memo_until_the_image_changes() -> None:
+    cat = Catalog(lambda i: False)
+    calls: list[str] = []
+
+    def convert(s: ImageSummary) -> tuple[str, ...]:
+        calls.append(s.id)
+        return s.repo_tags
+
+    memo = cat.memo("k", convert)
+    cat.put(image())
+    s = cat.summary(ID)
+    assert s is not None and memo(s) == memo(s) == ("r.io/x:1",) and len(calls) == 1
+    cat.put(add_name(image(), "r.io/y:2", None))  # a new summary: converted again
+    s2 = cat.summary(ID)
+    assert s2 is not None and memo(s2) == ("r.io/x:1", "r.io/y:2") and len(calls) == 2
+    cat.remove(ID)
+    assert memo(s2) and len(calls) == 3  # removal forgot it
 
 
 def test_add_name_one_digest_per_repo() -> None:
