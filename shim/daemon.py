@@ -8,6 +8,7 @@ containers are left running on purpose.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
@@ -21,6 +22,7 @@ from podsandbox.manager import SandboxManager
 from shim import config as configmod
 from shim import log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
+from shim.containers.usage import image_user
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
@@ -53,7 +55,8 @@ class Daemon:
             os.path.join(cfg.paths.root, "cni"),
             timeout=net.plugin_timeout_seconds,
         )
-        self.images = ImageManager(cfg, self.store)
+        self.images = ImageManager(cfg, self.store,
+                                   in_use=functools.partial(image_user, self.store))
         self.sandboxes = SandboxManager(cfg, self.store, self.cni)
         kernel_rro = features.kernel_has_mount_setattr()
         self.features = {name: features.probe(h.path, kernel_rro)

@@ -207,7 +207,7 @@ def rootfs_of(img_daemon: ImageDaemon, image_id: str, container_dir: Path) -> It
     cfg.paths.root = os.fspath(img_daemon.daemon.root)
     cfg.paths.run = os.fspath(img_daemon.daemon.run_dir)
     store = Store(os.path.join(cfg.paths.root, "tether.db"))
-    mgr = ImageManager(cfg, store)
+    mgr = ImageManager(cfg, store, in_use=lambda img: None)  # only mounts
     try:
         rootfs = asyncio.run(mgr.mount_rootfs(image_id, os.fspath(container_dir)))
         try:
