@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cni import version
+from cni.errdefs import TetherError
 from cni.invoke import find_plugin
 from cni.types import NetworkConfigList, PluginConfig
-from shim.errors import TetherError
 
 CONF_EXTENSIONS = (".conflist", ".conf", ".json")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")

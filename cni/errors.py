@@ -7,7 +7,7 @@ A plugin's error JSON (``code``, ``msg``, ``details``) is kept verbatim in the m
 
 from __future__ import annotations
 
-from shim.errors import Internal, TetherError, Unavailable
+from cni.errdefs import Internal, TetherError, Unavailable
 
 # CNI spec well-known error codes.
 CODE_TRY_AGAIN_LATER = 11

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from cni.errdefs import DeadlineExceeded, FailedPrecondition, Internal, trim
 from cni.errors import plugin_error
-from shim.errors import DeadlineExceeded, FailedPrecondition, Internal, trim
 
 log = structlog.get_logger(component="cni")
 

@@ -21,12 +21,12 @@ import structlog
 from cni import result as results
 from cni.cache import CacheCorrupt, CacheEntry, ResultCache
 from cni.config import ConfigInvalid, parse_conflist
+from cni.errdefs import FailedPrecondition, Internal, NotFound, TetherError, trim
 from cni.invoke import Invocation, exec_plugin, find_plugin
 from cni.runtime import RuntimeConf, format_cni_args, plugin_stdin
 from cni.types import NetworkConfigList, NetworkResult, PluginConfig, PodNetwork
 from cni.version import at_least
 from cni.watcher import ConfWatcher
-from shim.errors import FailedPrecondition, Internal, NotFound, TetherError, trim
 
 log = structlog.get_logger(component="cni")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cni.config import valid_name
+from cni.errdefs import InvalidArgument
 from cni.types import NetworkConfigList, PluginConfig, PodNetwork
-from shim.errors import InvalidArgument
 
 _IFNAMSIZ = 16
 

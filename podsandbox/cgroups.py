@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 from functools import lru_cache
 
-from shim.errors import InvalidArgument
+from cni.errdefs import InvalidArgument
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = {"cgroupfs": "/tether", "systemd": "tether.slice"}

@@ -18,19 +18,19 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from cni.manager import CNIManager
-from cni.types import NetworkResult, PodNetwork
-from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
-from podsandbox.types import Mode, NamespaceModes, PodHostView, SandboxDetails, SandboxSpec, State
-from shim import log, tracing
-from shim.config import Config
-from shim.errors import (
+from cni.errdefs import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     TetherError,
 )
+from cni.manager import CNIManager
+from cni.types import NetworkResult, PodNetwork
+from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
+from podsandbox.types import Mode, NamespaceModes, PodHostView, SandboxDetails, SandboxSpec, State
+from shim import log, tracing
+from shim.config import Config
 from shim.store import SandboxRecord, Store
 
 Hook = Callable[[SandboxRecord], Any]

@@ -17,9 +17,9 @@ import signal
 import subprocess
 import time
 
+from cni.errdefs import Internal, trim
 from podsandbox import kernel
 from podsandbox.types import Process
-from shim.errors import Internal, trim
 
 # Joins each cgroup given before "--", sets a non-negative OOM score, then execs the rest.
 # A v1 hierarchy is joined by writing "0" to its "tasks" file: that moves only the calling

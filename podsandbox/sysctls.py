@@ -6,8 +6,8 @@ import errno
 import os
 import re
 
+from cni.errdefs import InvalidArgument
 from podsandbox.types import Mode, NamespaceModes
-from shim.errors import InvalidArgument
 
 # Namespaced sysctls the kubelet may pass, and the namespace each lives in.
 _IPC_EXACT = {"kernel.sem"}

@@ -1,73 +1,43 @@
-"""The one exception hierarchy of Tether.
+"""The one exception hierarchy of Tether, as the code in ``shim/`` imports it.
 
-Every layer raises these; a single gRPC interceptor (``shim.server.interceptors``) maps them to
-status codes. Messages name the object and, for bad input, the request field at fault.
+The classes and their neutral :class:`Code` are defined in ``cni/errdefs.py``, the lowest
+layer, so ``cni/`` and ``podsandbox/`` raise the very same classes without importing ``shim``;
+this module re-exports them. The gRPC interceptor (``shim/interceptor.py``) alone maps a
+``Code`` to a gRPC status code.
 """
 
 from __future__ import annotations
 
-import grpc
+from cni.errdefs import (
+    AlreadyExists,
+    Code,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    TetherError,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    trim,
+)
 
-
-class TetherError(Exception):
-    """Base class: an error the kubelet should see with a precise gRPC code."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
-    def __init__(self, message: str, *, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        # Full text for the log (e.g. a tool's whole stderr); the message carries a trimmed form.
-        self.detail = detail
-
-
-class NotFound(TetherError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class InvalidArgument(TetherError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class FailedPrecondition(TetherError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class AlreadyExists(TetherError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class Unavailable(TetherError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(TetherError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Unauthenticated(TetherError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(TetherError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class ResourceExhausted(TetherError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Unimplemented(TetherError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-
-
-class Internal(TetherError):
-    code = grpc.StatusCode.INTERNAL
-
-
-def trim(text: str, limit: int = 512) -> str:
-    """Shorten a tool's output for an error message; keep the end, where tools put the cause."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    return "…" + text[-limit:]
+__all__ = [
+    "AlreadyExists",
+    "Code",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "TetherError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "trim",
+]

@@ -1,8 +1,9 @@
 """The one gRPC interceptor: request id, one log line per RPC, metrics, the RPC's span,
 errors to codes.
 
-Handlers raise ``shim.errors.TetherError`` subclasses; this is the only place that turns
-them into gRPC status codes. Anything else is a bug: logged with its traceback, INTERNAL.
+Handlers raise ``shim.errors.TetherError`` subclasses (defined in ``cni/errdefs.py``) carrying
+a neutral ``Code``; this is the only place that turns them into gRPC status codes
+(``GRPC_CODES``). Anything else is a bug: logged with its traceback, INTERNAL.
 """
 
 from __future__ import annotations
@@ -16,7 +17,22 @@ import grpc
 import structlog
 
 from shim import log, metrics, tracing
-from shim.errors import InvalidArgument, TetherError
+from shim.errors import Code, InvalidArgument, TetherError
+
+# The neutral error codes as gRPC status codes: the one place this mapping is made.
+GRPC_CODES: dict[Code, grpc.StatusCode] = {
+    Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Code.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Code.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    Code.INTERNAL: grpc.StatusCode.INTERNAL,
+}
 
 # Request fields worth a place in the log line, when the message has them.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
@@ -132,11 +148,11 @@ class _Call:
     async def fail(self, exc: BaseException) -> NoReturn:
         logger = log.get("rpc")
         if isinstance(exc, TetherError):
-            self.code = exc.code
+            self.code = GRPC_CODES[exc.code]
             self.message = exc.message
             if exc.detail:
                 logger.debug("error detail", detail=exc.detail, **self.ids)
-            await self.context.abort(exc.code, exc.message)
+            await self.context.abort(self.code, exc.message)
         logger.exception("unexpected error", **self.ids)
         self.code = grpc.StatusCode.INTERNAL
         self.message = f"internal error: {exc}"
