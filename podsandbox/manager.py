@@ -28,9 +28,16 @@ from cni.errdefs import (
 from cni.manager import CNIManager
 from cni.types import NetworkResult, PodNetwork
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
-from podsandbox.types import Mode, NamespaceModes, PodHostView, SandboxDetails, SandboxSpec, State
+from podsandbox.types import (
+    Mode,
+    NamespaceModes,
+    PodHostView,
+    SandboxConfig,
+    SandboxDetails,
+    SandboxSpec,
+    State,
+)
 from shim import log, tracing
-from shim.config import Config
 from shim.store import SandboxRecord, Store
 
 Hook = Callable[[SandboxRecord], Any]
@@ -41,15 +48,15 @@ def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
 
 
 class SandboxManager:
-    def __init__(self, cfg: Config, store: Store, cni: CNIManager) -> None:
+    def __init__(self, cfg: SandboxConfig, store: Store, cni: CNIManager) -> None:
         self.cfg = cfg
         self.store = store
         self.cni = cni
         self.logger = log.get("sandbox")
-        self.run_dir = cfg.paths.run
-        self.default_parent = cfg.runtime.default_cgroup_parent
+        self.run_dir = cfg.run_dir
+        self.default_parent = cfg.default_cgroup_parent
         # Tether's own default parent: removed when its last pod goes.
-        self.own_parent = cgroups.parent_path(self.default_parent, cfg.runtime.cgroup_driver)
+        self.own_parent = cgroups.parent_path(self.default_parent, cfg.cgroup_driver)
         self._locks: dict[str, asyncio.Lock] = {}
         self._names: dict[str, str] = {}
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
@@ -101,15 +108,15 @@ class SandboxManager:
 
     # --- run ---------------------------------------------------------------------------
     async def run(self, spec: SandboxSpec) -> str:
-        if spec.runtime_handler not in self.cfg.runtime.handlers:
+        if spec.runtime_handler not in self.cfg.handlers:
             raise InvalidArgument(
                 f"runtime_handler {spec.runtime_handler!r} is not configured "
-                f"(have: {', '.join(sorted(self.cfg.runtime.handlers))})"
+                f"(have: {', '.join(sorted(self.cfg.handlers))})"
             )
         sysctl_list = sysctls.validate(dict(spec.sysctls), spec.modes)
         sid = secrets.token_hex(32)
         cgroup = cgroups.pod_cgroup(spec.cgroup_parent or self.default_parent,
-                                    self.cfg.runtime.cgroup_driver, sid)
+                                    self.cfg.cgroup_driver, sid)
         key = _name_key(spec.name, spec.namespace, spec.uid, spec.attempt)
         if key in self._names:
             raise AlreadyExists(
@@ -177,7 +184,7 @@ class SandboxManager:
         with tracing.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
                           namespaces=",".join(sorted(d.pins))) as sp:
             started = await pauseholder.start(
-                self.cfg.runtime.pause_holder, d.pins, procs,
+                self.cfg.pause_holder, d.pins, procs,
                 os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
             )
             sp.set(pid=started.holder.pid)

@@ -59,6 +59,19 @@ class NamespaceModes:
 
 
 @dataclass(frozen=True)
+class SandboxConfig:
+    """What the sandbox manager needs of Tether's config, built by the daemon from
+    ``shim.config`` (which ``podsandbox/`` may not import). Runtime keys are not live, so a
+    snapshot at start is the whole truth."""
+
+    run_dir: str
+    handlers: frozenset[str]  # runtime handlers a pod may ask for
+    cgroup_driver: str  # cgroupfs | systemd
+    default_cgroup_parent: str  # for pods whose config names none; "" for Tether's own
+    pause_holder: str  # path of catatonit
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """What RunPodSandbox asks for, validated and typed."""
 

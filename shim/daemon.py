@@ -19,6 +19,7 @@ import grpc
 
 from cni.manager import CNIManager
 from podsandbox.manager import SandboxManager
+from podsandbox.types import SandboxConfig
 from shim import config as configmod
 from shim import log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
@@ -57,7 +58,11 @@ class Daemon:
         )
         self.images = ImageManager(cfg, self.store,
                                    in_use=functools.partial(image_user, self.store))
-        self.sandboxes = SandboxManager(cfg, self.store, self.cni)
+        self.sandboxes = SandboxManager(SandboxConfig(
+            run_dir=cfg.paths.run, handlers=frozenset(cfg.runtime.handlers),
+            cgroup_driver=cfg.runtime.cgroup_driver,
+            default_cgroup_parent=cfg.runtime.default_cgroup_parent,
+            pause_holder=cfg.runtime.pause_holder), self.store, self.cni)
         kernel_rro = features.kernel_has_mount_setattr()
         self.features = {name: features.probe(h.path, kernel_rro)
                          for name, h in cfg.runtime.handlers.items()}
