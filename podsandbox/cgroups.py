@@ -163,14 +163,24 @@ def remove(relpath: str, created: list[str], own_parent: str = "") -> None:
                     raise
 
 
-def kill_all(relpath: str) -> None:
-    """SIGKILL whatever is left in the cgroup (v1 has no cgroup.kill)."""
+def pids_in(relpath: str) -> set[int]:
+    """The processes in the cgroup, in any hierarchy that has it."""
+    out: set[int] = set()
     for point in layout().mountpoints():
-        path = os.path.join(point, relpath, "cgroup.procs")
-        with contextlib.suppress(OSError), open(path) as f:
-            for pid in f.read().split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError), \
+                open(os.path.join(point, relpath, "cgroup.procs")) as f:
+            out.update(int(p) for p in f.read().split())
+    return out
+
+
+def kill_all(relpath: str) -> set[int]:
+    """SIGKILL whatever is left in the cgroup (v1 has no cgroup.kill); the pids signalled.
+    They leave the cgroup a moment later, when they exit: until then it cannot be removed."""
+    pids = pids_in(relpath)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 @dataclass(frozen=True)

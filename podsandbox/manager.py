@@ -301,8 +301,13 @@ class SandboxManager:
             with contextlib.suppress(TetherError):
                 await started.settled()
         await pauseholder.stop(d.holder, d.launcher)
-        if d.cgroup:
-            cgroups.kill_all(d.cgroup)  # a holder started but not yet recorded
+        if d.cgroup and cgroups.kill_all(d.cgroup):  # a holder started but not yet recorded
+            # wait (bounded) for them to exit, or the cgroup's removal fails with EBUSY and
+            # leaves it behind (seen after a SIGKILL of the daemon mid-RunPodSandbox)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while cgroups.pids_in(d.cgroup) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
         if started is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.popen.wait(5)  # reap our child
