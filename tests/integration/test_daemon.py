@@ -243,7 +243,13 @@ def test_sigterm_lets_an_in_flight_stream_finish(daemon: TetherDaemon) -> None:
         # Longer than the daemon's shutdown grace (10 s): a hang would show as a deadline.
         c.runtime.Version(pb.VersionRequest(), timeout=15)
     except grpc.RpcError as e:
-        assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # grpc's client, told GOAWAY, can sit out its deadline reconnecting to a socket
+            # that is gone (seen once in CI, the daemon stopped 20 ms after the signal): what
+            # must not hang is the daemon, so it has to have stopped already
+            assert '"stopped"' in daemon.logs(), daemon.logs()
+        else:
+            assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     c.close()
     assert daemon.stop() == 0
 
