@@ -5,9 +5,10 @@ the disk; ``memo`` lets the RPC edge keep its conversion of each summary."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from shim.images.model import Image, ImageSummary, summarize
+from shim.store.memo import IdentityMemo
 
 T = TypeVar("T")
 
@@ -19,7 +20,7 @@ class Catalog:
         self._summaries: dict[str, ImageSummary] = {}
         self._names: dict[str, str] = {}  # "name:tag" and "name@digest" -> id
         self._manifests: dict[str, str] = {}  # platform manifest digest -> id
-        self._memo: dict[str, dict[str, tuple[ImageSummary, Any]]] = {}
+        self._memo = IdentityMemo()
 
     def __len__(self) -> int:
         return len(self._images)
@@ -39,8 +40,7 @@ class Catalog:
     def remove(self, image_id: str) -> Image | None:
         old = self._images.pop(image_id, None)
         self._summaries.pop(image_id, None)
-        for cache in self._memo.values():
-            cache.pop(image_id, None)
+        self._memo.forget(image_id)
         if old is not None:
             self._names = {k: v for k, v in self._names.items() if v != image_id}
             if self._manifests.get(old.manifest_digest) == image_id:
@@ -74,14 +74,4 @@ class Catalog:
     def memo(self, key: str, fn: Callable[[ImageSummary], T]) -> Callable[[ImageSummary], T]:
         """``fn`` cached per image until its summary is replaced (each ``put`` makes a new
         object, so identity tells). For the hot-path conversion to CRI messages."""
-        cache = self._memo.setdefault(key, {})
-
-        def cached(s: ImageSummary) -> T:
-            hit = cache.get(s.id)
-            if hit is not None and hit[0] is s:
-                return hit[1]
-            value = fn(s)
-            cache[s.id] = (s, value)
-            return value
-
-        return cached
+        return self._memo.wrap(key, fn)

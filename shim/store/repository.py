@@ -12,9 +12,10 @@ import builtins
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from shim.store import db
+from shim.store.memo import IdentityMemo
 from shim.store.records import ContainerRecord, ImageRecord, Record, SandboxRecord
 
 R = TypeVar("R", bound=Record)
@@ -26,7 +27,7 @@ class Repository(Generic[R]):
         self._store = store
         self._cls = cls
         self._index: dict[str, R] = {}
-        self._memo: dict[str, dict[str, tuple[R, Any]]] = {}
+        self._memo = IdentityMemo()
 
     def _load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(f"SELECT doc FROM {self._cls.TABLE}").fetchall()
@@ -53,17 +54,7 @@ class Repository(Generic[R]):
     def memo(self, key: str, fn: Callable[[R], T]) -> Callable[[R], T]:
         """``fn`` cached per record until that record is written again (each write puts a new
         object in the index, so identity tells). For hot-path conversions (CRI messages)."""
-        cache = self._memo.setdefault(key, {})
-
-        def cached(rec: R) -> T:
-            hit = cache.get(rec.id)
-            if hit is not None and hit[0] is rec:
-                return hit[1]
-            value = fn(rec)
-            cache[rec.id] = (rec, value)
-            return value
-
-        return cached
+        return self._memo.wrap(key, fn)
 
     def resolve(self, id_or_prefix: str) -> str | None:
         """A full id, or a unique prefix of one (crictl users type prefixes)."""
@@ -100,8 +91,7 @@ class Repository(Generic[R]):
     def _apply(self, rec: R, delete: bool) -> None:
         if delete:
             self._index.pop(rec.id, None)
-            for cache in self._memo.values():
-                cache.pop(rec.id, None)
+            self._memo.forget(rec.id)
         else:
             self._index[rec.id] = rec.copy()
 
