@@ -72,30 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ns(args: argparse.Namespace) -> int:
-    from shim.nsview import command  # keep `tether config` light
-
-    overrides = tuple((key, getattr(args, key)) for _, key, _, _ in _OVERRIDES[:3]
-                      if getattr(args, key) is not None)
-    sources = configmod.ConfigSources(
-        file=args.config or configmod.DEFAULT_CONFIG_FILE, file_required=args.config is not None,
-        dropin_dir=args.config_dir, overrides=overrides)
-    try:
-        cfg = configmod.load(sources)
-    except configmod.ConfigError as e:
-        print(f"tether: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    return command.run(args.action == "check", args.json, args.source, cfg.server.listen,
-                       cfg.paths.root)
-
-
 def sources_from_args(args: argparse.Namespace) -> configmod.ConfigSources:
     overrides: list[tuple[str, Any]] = []
-    for _, key, _, _ in _OVERRIDES:
-        value = getattr(args, key)
+    for _, key, _, _ in _OVERRIDES:  # `ns` takes only some of them
+        value = getattr(args, key, None)
         if value is not None:
             overrides.append((key, value))
-    if getattr(args, "metrics.enabled") is not None:
+    if getattr(args, "metrics.enabled", None) is not None:
         overrides.append(("metrics.enabled", False))
     return configmod.ConfigSources(
         file=args.config or configmod.DEFAULT_CONFIG_FILE,
@@ -113,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    if args.command == "ns":
-        return _ns(args)
     sources = sources_from_args(args)
     try:
         cfg = configmod.load(sources)
@@ -124,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(cfg.to_toml())
         return 0
+    if args.command == "ns":
+        from shim.nsview import command  # keep `tether config` light
+
+        return command.run(args.action == "check", args.json, args.source, cfg.server.listen,
+                           cfg.paths.root)
     log.configure(cfg.logging.level, cfg.logging.format)
     from shim.daemon import Daemon  # keep `tether config` light
 

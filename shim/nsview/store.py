@@ -6,9 +6,9 @@ import json
 import os
 from typing import Any
 
+from podsandbox.kernel import alive
 from podsandbox.types import SandboxDetails
 from shim.containers.types import ContainerDetails
-from shim.nsview import proc
 from shim.nsview.model import ContainerFacts, PodFacts, privileged_of, spec_namespaces
 from shim.store import readonly
 
@@ -29,7 +29,7 @@ def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
     for rec in sandboxes:
         d = SandboxDetails.from_dict(rec.details)
         # a pid is only trusted with the start time recorded with it
-        pid = d.holder.pid if d.holder and proc.inodes(d.holder.pid, d.holder.start_time) else 0
+        pid = d.holder.pid if d.holder and alive(d.holder.pid, d.holder.start_time) else 0
         pods.append(PodFacts(
             id=rec.id, name=rec.name, namespace=rec.namespace, state=rec.state, pid=pid,
             modes=dict(d.modes), recorded=dict(d.inodes),
@@ -39,7 +39,7 @@ def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
     containers = []
     for crec in records:
         cd = ContainerDetails.from_dict(crec.details)
-        pid = cd.pid.pid if cd.pid and proc.inodes(cd.pid.pid, cd.pid.start_time) else 0
+        pid = cd.pid.pid if cd.pid and alive(cd.pid.pid, cd.pid.start_time) else 0
         containers.append(ContainerFacts(
             id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state, pid=pid,
             privileged=privileged_of(cd.config_json),

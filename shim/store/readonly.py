@@ -25,9 +25,9 @@ def read(path: str) -> tuple[list[SandboxRecord], list[ContainerRecord]]:
         if version == 0:
             return [], []  # never migrated: no tables yet
         sandboxes = [SandboxRecord.from_json(doc)
-                     for (doc,) in conn.execute("SELECT doc FROM sandboxes")]
+                     for (doc,) in conn.execute(f"SELECT doc FROM {SandboxRecord.TABLE}")]
         containers = [ContainerRecord.from_json(doc)
-                      for (doc,) in conn.execute("SELECT doc FROM containers")]
+                      for (doc,) in conn.execute(f"SELECT doc FROM {ContainerRecord.TABLE}")]
         return sandboxes, containers
     finally:
         conn.close()
