@@ -374,36 +374,13 @@ def test_attach(crictl: Crictl) -> None:
 
 
 def test_port_forward_http(crictl: Crictl) -> None:
-    crictl.run("pull", NGINX, timeout=120)
-    pod = crictl.pod_config("pf")
-    sid = crictl.out("runp", pod).strip()
-    cid = crictl.out("create", sid, crictl.ctr_config("web", [], image=NGINX), pod).strip()
-    crictl.run("start", cid)
+    sid = _nginx_pod(crictl, "pf")
     local = _free_port()
     proc = subprocess.Popen(crictl.argv("port-forward", sid, f"{local}:80"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        import urllib.request
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=5) as r:
-                    body = r.read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "port-forward never answered"
-                time.sleep(0.3)
-        assert "Welcome to nginx!" in body
-        # many connections at once through the one forward
-        import concurrent.futures
-
-        def get(_: int) -> int:
-            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
-                return r.status
-
-        with concurrent.futures.ThreadPoolExecutor(10) as pool:
-            assert list(pool.map(get, range(20))) == [200] * 20
+        assert "Welcome to nginx!" in _get_through(local)
+        _twenty_over_ten(local)  # many connections at once through the one forward
     finally:
         proc.terminate()  # our own child, by pid
         proc.wait(10)
@@ -584,6 +561,19 @@ def _get_through(local: int, timeout: float = 30) -> str:
             time.sleep(0.3)
 
 
+def _twenty_over_ten(local: int) -> None:
+    """20 requests over 10 connections at once through a local forward, all answered."""
+    import concurrent.futures
+    import urllib.request
+
+    def get(_: int) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
+            return int(r.status)
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        assert list(pool.map(get, range(20))) == [200] * 20
+
+
 def _nginx_pod(crictl: Crictl, name: str) -> str:
     crictl.run("pull", NGINX, timeout=120)
     pod = crictl.pod_config(name)
@@ -607,9 +597,7 @@ def test_port_forward_over_websocket_and_a_closed_port(crictl: Crictl) -> None:
     """crictl's `--transport websocket` port-forward is client-go's SPDY-over-WebSocket
     tunnel (it offers `SPDY/3.1+portforward.k8s.io`): HTTP through it, many connections at
     once; a closed port answers on the error stream, on both transports."""
-    import concurrent.futures
     import socket
-    import urllib.request
 
     sid = _nginx_pod(crictl, "pfws")
     before = len(_session_lines(crictl.node, "portforward"))
@@ -619,13 +607,7 @@ def test_port_forward_over_websocket_and_a_closed_port(crictl: Crictl) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert "Welcome to nginx!" in _get_through(local)
-
-        def get(_: int) -> int:
-            with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=10) as r:
-                return r.status
-
-        with concurrent.futures.ThreadPoolExecutor(10) as pool:
-            assert list(pool.map(get, range(20))) == [200] * 20
+        _twenty_over_ten(local)
     finally:
         proc.terminate()  # our own child, by pid
         proc.wait(10)

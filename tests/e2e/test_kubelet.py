@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from tests.rig.chart import RenderError, documents, kinds, render
-from tests.rig.critest import require_tool
-from tests.rig.kube import HOW_TO_GET, NODE_IP, NODE_NAME, Kube, KubeError, find_kube_tools
+from tests.rig.kube import NODE_IP, NODE_NAME, Kube, KubeError, require_kube_tools
 from tests.rig.registry import RegistryServer
 
 # TETHER_KUBE_RUNTIME=containerd runs the same cases against containerd 1.6 (a measurement
@@ -36,16 +35,8 @@ NGINX = "registry.k8s.io/e2e-test-images/nginx:1.14-2"
 @pytest.fixture(scope="module")
 def kube(critest_registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Kube]:
-    require_tool("crictl")
-    tools = find_kube_tools()
-    missing = [n for n, p in tools.items() if not p]
-    if missing:
-        msg = f"kubelet stage: {', '.join(missing)} not found: {HOW_TO_GET}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    k = Kube(tmp_path_factory.mktemp("kube"), critest_registry,
-             {n: p for n, p in tools.items() if p}, runtime=RUNTIME)
+    k = Kube(tmp_path_factory.mktemp("kube"), critest_registry, require_kube_tools(),
+             runtime=RUNTIME)
     try:
         k.up()
         yield k

@@ -4,7 +4,6 @@ node's address): what the kubelet's proxy to an https URL checks, and what it pr
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import tomllib
@@ -15,8 +14,7 @@ import pytest
 import tomli_w
 
 from tests.e2e.test_kubelet import NGINX, container, delete, exec_, pod, run_ready, wait_for
-from tests.rig.critest import require_tool
-from tests.rig.kube import HOW_TO_GET, Kube, find_kube_tools
+from tests.rig.kube import Kube, require_kube_tools
 from tests.rig.registry import RegistryServer
 from tests.rig.tlscerts import TestCerts, make_certs
 
@@ -29,16 +27,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCerts:
 @pytest.fixture(scope="module")
 def kube(critest_registry: RegistryServer, certs: TestCerts,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    require_tool("crictl")
-    tools = find_kube_tools()
-    missing = [n for n, p in tools.items() if not p]
-    if missing:
-        msg = f"kubelet stage: {', '.join(missing)} not found: {HOW_TO_GET}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    k = Kube(tmp_path_factory.mktemp("kubetls"), critest_registry,
-             {n: p for n, p in tools.items() if p},
+    k = Kube(tmp_path_factory.mktemp("kubetls"), critest_registry, require_kube_tools(),
              node_extra={"streaming": {"tls_cert": str(certs.server[0]),
                                        "tls_key": str(certs.server[1])}})
     try:

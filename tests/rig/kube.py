@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.rig.containerd import ContainerdNode, start_containerd
-from tests.rig.critest import SHARED_BIN, find_tool
+from tests.rig.critest import SHARED_BIN, find_tool, require_tool
 from tests.rig.daemon import free_port
 from tests.rig.node import Node, start_node
 from tests.rig.registry import RegistryServer
@@ -54,6 +54,22 @@ def find_kube_tools() -> dict[str, str | None]:
             str(shared) if os.access(shared, os.X_OK) else shutil.which(name))
     tools["etcd"] = os.environ.get("ETCD") or shutil.which("etcd")
     return tools
+
+
+def require_kube_tools() -> dict[str, str]:
+    """The stage's tools (crictl too); without them it says so in one line: a skip, or under
+    ``CI=true`` a failure."""
+    import pytest
+
+    require_tool("crictl")
+    tools = find_kube_tools()
+    missing = [n for n, p in tools.items() if not p]
+    if missing:
+        msg = f"kubelet stage: {', '.join(missing)} not found: {HOW_TO_GET}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return {n: p for n, p in tools.items() if p}
 
 
 class KubeError(RuntimeError):
