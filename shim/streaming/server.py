@@ -17,7 +17,8 @@ stream protocols:
 
 With a certificate and key the server speaks TLS (https URLs); with a CA too, clients must
 present a certificate it signed (crictl and the kubelet's proxy present none: see
-docs/streaming.md).
+docs/streaming.md). A client without one gets a 403 that says so, before its token is looked
+at; a certificate the CA did not sign fails the handshake.
 
 See docs/streaming.md for what is not built yet.
 """
@@ -205,6 +206,10 @@ class StreamingServer:
         if len(segs) != 2 or segs[0] not in ("exec", "attach", "portforward"):
             return await _reply(writer, 404, "not found")
         kind, token = segs
+        if self.tls[2] and not _has_client_cert(writer):
+            metrics.REFUSED.labels("client_cert").inc()
+            return await _reply(writer, 403, "a client certificate signed by the streaming "
+                                             "server's CA (streaming.tls_ca) is required")
         target = self.tokens.take(kind, token)
         if target is None:
             metrics.REFUSED.labels("token").inc()
@@ -596,14 +601,24 @@ class _WsPorts:
 
 
 def tls_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
-    """The server's TLS: its certificate; with a CA, clients must present one it signed."""
+    """The server's TLS: its certificate; with a CA, a certificate a client presents must be
+    one it signed. OPTIONAL, not REQUIRED: a client with none completes the handshake and is
+    refused in HTTP (``_has_client_cert``), so it reads why. Under TLS 1.3 a handshake refusal
+    reaches the client after its own handshake ended, as a bare EOF or reset as often as an
+    alert (the kubelet reported either)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     if ca:
         context.load_verify_locations(cafile=ca)
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def _has_client_cert(writer: asyncio.StreamWriter) -> bool:
+    """A verified client certificate (an unverifiable one never gets past the handshake)."""
+    tls = writer.get_extra_info("ssl_object")
+    return tls is not None and bool(tls.getpeercert())
 
 
 def json_objects(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:

@@ -752,7 +752,7 @@ def test_streaming_over_tls(critest_registry: RegistryServer, tmp_path: Path) ->
     a CA crictl streams over https (it does not check the server's certificate)."""
     import ssl
 
-    from websockets.exceptions import WebSocketException
+    from websockets.exceptions import InvalidStatus, WebSocketException
 
     from shim.cri import api_pb2 as pb
     from tests.rig.tlscerts import make_certs
@@ -792,17 +792,26 @@ def test_streaming_over_tls(critest_registry: RegistryServer, tmp_path: Path) ->
                     _ws_messages(exec_url("true"), "v4.channel.k8s.io",
                                  ssl=ssl.create_default_context())
                 if ca:
-                    # without a client certificate: refused in the handshake, nothing runs
+                    # without a client certificate: a 403 that says why, nothing runs
                     anonymous = ssl.create_default_context(cafile=str(certs.ca))
-                    # (TLS 1.3: the server's alert comes after the client's handshake, so
-                    # the client sees the connection end before any HTTP answer)
-                    with pytest.raises((ssl.SSLError, OSError, WebSocketException)):
+                    with pytest.raises(InvalidStatus) as refusal:
                         _ws_messages(exec_url("touch", "/ran"), "v4.channel.k8s.io",
                                      ssl=anonymous)
+                    assert refusal.value.response.status_code == 403
+                    assert b"client certificate" in refusal.value.response.body
+                    # a certificate the CA did not sign: refused in the handshake
+                    stranger = make_certs(tmp_path / "pki-other")
+                    forged = ssl.create_default_context(cafile=str(certs.ca))
+                    forged.load_cert_chain(*(str(p) for p in stranger.client))
+                    with pytest.raises((ssl.SSLError, OSError, WebSocketException)):
+                        _ws_messages(exec_url("touch", "/ran"), "v4.channel.k8s.io",
+                                     ssl=forged)
                     assert c.run("exec", "-s", cid, "test", "-e", "/ran",
                                  check=False).returncode == 1
                     refused = c.run("exec", cid, "echo", "hi", check=False)
-                    assert refused.returncode != 0, refused  # crictl presents no certificate
+                    # crictl presents no certificate
+                    assert refused.returncode != 0 and "client certificate" in \
+                        refused.stderr, refused
                 else:
                     assert c.out("exec", cid, "echo", "crictl over https").strip() == \
                         "crictl over https"
