@@ -45,11 +45,13 @@ def prepare(sandbox_dir: str, hostname: str, dns: DNSConfig | None) -> None:
             _write(resolv, "")
 
 
-def mount_shm(path: str, size: int = SHM_SIZE) -> None:
+def mount_shm(path: str, size: int = SHM_SIZE, owner: tuple[int, int] = (0, 0)) -> None:
+    """The pod's /dev/shm; ``owner``: the node's uid and gid of the pod's root (a pod with a
+    user namespace), so that its containers see it as root's."""
     os.makedirs(path, mode=0o755, exist_ok=True)
     kernel.mount(
         "shm", path, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC,
-        f"mode=1777,size={size}",
+        f"mode=1777,size={size}" + (f",uid={owner[0]},gid={owner[1]}" if any(owner) else ""),
     )
 
 

@@ -27,8 +27,9 @@ from cni.errdefs import (
 )
 from cni.manager import CNIManager
 from cni.types import NetworkResult, PodNetwork
-from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
+from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls, userns
 from podsandbox.types import (
+    PIN_KINDS,
     Mode,
     NamespaceModes,
     PodHostView,
@@ -36,6 +37,7 @@ from podsandbox.types import (
     SandboxDetails,
     SandboxSpec,
     State,
+    UserNamespace,
 )
 from shim import log, tracing
 from shim.store import SandboxRecord, Store
@@ -61,6 +63,8 @@ class SandboxManager:
         self._names: dict[str, str] = {}
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
         self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
+        # node id ranges handed to pods being run, before their records are in the store
+        self._userns_reserved: dict[str, list[tuple[int, int]]] = {}
         # Containers of a pod are stopped/removed with it; the container manager sets these.
         self.on_stop: Hook | None = None
         self.on_remove: Hook | None = None
@@ -123,11 +127,12 @@ class SandboxManager:
                 f"pod sandbox {spec.namespace}/{spec.name} (uid {spec.uid}, attempt "
                 f"{spec.attempt}) already exists as {self._names[key]}"
             )
+        user_ns = self._user_namespace(sid, spec)
         self._names[key] = sid
         owned = spec.modes.owned()
         sdir = self.sandbox_dir(sid)
         details = SandboxDetails(
-            modes={k: spec.modes.mode_of(k).value for k in ("net", "ipc", "uts", "pid")},
+            modes={k: spec.modes.mode_of(k).value for k in PIN_KINDS},
             pins=namespaces.pin_paths(self.run_dir, sid, owned),
             cgroup=cgroup,
             sandbox_dir=sdir,
@@ -144,6 +149,7 @@ class SandboxManager:
                  "options": list(spec.dns.options)}
                 if spec.dns else None
             ),
+            userns=user_ns.to_dict() if user_ns else None,
         )
         rec = SandboxRecord(
             id=sid, name=spec.name, namespace=spec.namespace, uid=spec.uid,
@@ -158,6 +164,7 @@ class SandboxManager:
                     await self.store.sandboxes.put(rec)  # intent, before any side effect
             except BaseException:
                 self._names.pop(key, None)
+                self._userns_reserved.pop(sid, None)
                 raise
             try:
                 await self._create(rec, details, spec, sysctl_list)
@@ -168,17 +175,43 @@ class SandboxManager:
                 raise
         return sid
 
+    def _user_namespace(self, sid: str, spec: SandboxSpec) -> UserNamespace | None:
+        """The kubelet's mappings, or (annotation) a block of ids no other pod maps to,
+        reserved at once: two pods run at the same time never get the same block."""
+        if spec.modes.user is Mode.POD and self.cfg.userns_unavailable:
+            raise FailedPrecondition(f"this node cannot give pods a user namespace: "
+                                     f"{self.cfg.userns_unavailable}")
+        if not spec.userns_auto:
+            return spec.userns
+        auto = self.cfg.userns_auto
+        if auto is None:
+            raise InvalidArgument("user namespaces by annotation are off on this node "
+                                  "(userns.auto_count = 0)")
+        used = [r for ranges in self._userns_reserved.values() for r in ranges]
+        for rec in self.store.sandboxes.list():
+            ns = rec.details.get("userns")
+            if ns:
+                used += UserNamespace.from_dict(ns).host_ranges()
+        ns = userns.allocate(auto, used)
+        self._userns_reserved[sid] = ns.host_ranges()
+        return ns
+
     async def _create(
         self, rec: SandboxRecord, d: SandboxDetails, spec: SandboxSpec,
         sysctl_list: tuple[tuple[str, str], ...],
     ) -> None:
         loop = asyncio.get_running_loop()
+        user_ns = d.user_namespace()
         with tracing.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
             files.prepare(d.sandbox_dir, d.hostname, spec.dns)
             if spec.modes.ipc is Mode.POD:
-                files.mount_shm(d.shm_path)
+                # owned by the pod's root when it has a user namespace
+                files.mount_shm(d.shm_path, owner=user_ns.root() if user_ns else (0, 0))
             procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
             namespaces.prepare(d.pins)
+        if user_ns is not None:
+            with tracing.span("sandbox.userns", pod_sandbox_id=rec.id):
+                await userns.create(d.pins["user"], user_ns)
         # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
         # period) overlaps the steps below; settled() is awaited before the pod is ready.
         with tracing.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
@@ -314,6 +347,7 @@ class SandboxManager:
 
     async def _forget(self, rec: SandboxRecord) -> None:
         await self.store.sandboxes.delete(rec)
+        self._userns_reserved.pop(rec.id, None)
         key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
         if self._names.get(key) == rec.id:
             del self._names[key]
@@ -467,7 +501,7 @@ class SandboxManager:
         known = set(self.store.sandboxes.ids())
         count = 0
         for sid in namespaces.pinned_ids(self.run_dir) - known:
-            namespaces.unpin(namespaces.pin_paths(self.run_dir, sid, ("net", "ipc", "uts", "pid")))
+            namespaces.unpin(namespaces.pin_paths(self.run_dir, sid, PIN_KINDS))
             count += 1
         base = os.path.join(self.run_dir, "sandboxes")
         with contextlib.suppress(FileNotFoundError):

@@ -7,7 +7,7 @@ import contextlib
 import os
 
 from podsandbox import kernel
-from podsandbox.types import NS_KINDS
+from podsandbox.types import PIN_KINDS
 
 
 def pin_paths(run_dir: str, sandbox_id: str, kinds: tuple[str, ...]) -> dict[str, str]:
@@ -43,7 +43,7 @@ def unpin(pins: dict[str, str]) -> None:
 def pinned_ids(run_dir: str) -> set[str]:
     """Sandbox ids that have any pin file, mounted or not."""
     ids: set[str] = set()
-    for kind in NS_KINDS:
+    for kind in PIN_KINDS:
         with contextlib.suppress(FileNotFoundError):
             ids.update(os.listdir(os.path.join(run_dir, "ns", kind)))
     return ids

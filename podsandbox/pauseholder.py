@@ -6,6 +6,12 @@ them on the pin files (``--net=FILE``...), then ``setpriv`` drops every capabili
 no_new_privs, and ``catatonit -P`` sleeps. With a PID namespace ``unshare`` must fork (a new
 PID namespace applies to children only), so it stays as the parent of catatonit, which is
 PID 1 in the pod and reaps its zombies.
+
+A pod with a user namespace of its own (made and pinned first, see userns.py): ``sh`` execs
+``nsenter --user=PIN`` (which becomes the namespace's root: the node's mapped id), and then
+``unshare``, so the new namespaces belong to the pod's user namespace. Their pins are mounted
+by the daemon once catatonit runs: unshare's pinning child would be inside the user
+namespace, without the right to mount on the node.
 """
 
 from __future__ import annotations
@@ -39,10 +45,15 @@ def command(
     catatonit: str, pins: dict[str, str], cgroup_procs: list[str]
 ) -> list[str]:
     """The argv that starts a pause-holder. Pure."""
-    argv = ["/bin/sh", "-c", _JOIN_AND_EXEC, "tether-pause", *cgroup_procs, "--", "unshare"]
-    for kind in ("net", "ipc", "uts", "pid"):
-        if kind in pins:
-            argv.append(f"--{kind}={pins[kind]}")
+    argv = ["/bin/sh", "-c", _JOIN_AND_EXEC, "tether-pause", *cgroup_procs, "--"]
+    if "user" in pins:
+        # uid and gid 0 inside; the daemon pins the namespaces (see the module's doc)
+        argv += ["nsenter", f"--user={pins['user']}", "--", "unshare"]
+        argv += [f"--{kind}" for kind in ("net", "ipc", "uts", "pid") if kind in pins]
+    else:
+        argv.append("unshare")
+        argv += [f"--{kind}={pins[kind]}" for kind in ("net", "ipc", "uts", "pid")
+                 if kind in pins]
     if "pid" in pins:
         argv += ["--fork", "--kill-child"]
     argv += [
@@ -127,8 +138,16 @@ async def start(
             start_new_session=True, close_fds=True,
         )
     joining: asyncio.Future[None] | None = None
+    # pinned by unshare before it execs catatonit, or (user namespace) by us after
+    by_us = {k: p for k, p in pins.items() if k != "user"} if "user" in pins else {}
     try:
-        holder_pid = await _wait_ready(popen, catatonit, pins, log_path)
+        holder_pid = await _wait_ready(popen, catatonit, "pid" in pins,
+                                       [] if by_us else list(pins.values()), log_path)
+        try:
+            for kind, path in by_us.items():
+                kernel.mount(f"/proc/{holder_pid}/ns/{kind}", path, "", kernel.MS_BIND)
+        except OSError as e:
+            raise Internal(f"pause-holder: pinning its namespaces: {e.strerror or e}") from None
         if late:
             # After the launcher is up: the write holds cgroup_mutex for its grace period,
             # which would stall the launcher's own joins (and every cgroup mkdir/rmdir).
@@ -161,9 +180,11 @@ def _exe(pid: int) -> str:
 
 
 async def _wait_ready(
-    popen: subprocess.Popen[bytes], catatonit: str, pins: dict[str, str], log_path: str
+    popen: subprocess.Popen[bytes], catatonit: str, forks: bool, pinned: list[str],
+    log_path: str,
 ) -> int:
-    """Until catatonit runs (all pins are mounted before unshare execs or forks it)."""
+    """Until catatonit runs (a child of unshare when ``forks``) and the ``pinned`` files are
+    mounted (unshare mounts its pins before it execs or forks catatonit)."""
     target = os.path.realpath(catatonit)
     deadline = time.monotonic() + START_TIMEOUT
     delay = 0.0005
@@ -174,9 +195,9 @@ async def _wait_ready(
                 f"pause-holder failed to start (exit {rc}): {trim(_read(log_path))}",
                 detail=_read(log_path),
             )
-        pids = [popen.pid, *kernel.children(popen.pid)] if "pid" in pins else [popen.pid]
+        pids = [popen.pid, *kernel.children(popen.pid)] if forks else [popen.pid]
         for pid in pids:
-            if _exe(pid) == target and all(kernel.is_nsfs(p) for p in pins.values()):
+            if _exe(pid) == target and all(kernel.is_nsfs(p) for p in pinned):
                 return pid
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.002)

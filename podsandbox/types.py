@@ -28,6 +28,46 @@ class State(StrEnum):
 
 # Kinds of namespace the pause-holder may own, in the order they are created.
 NS_KINDS = ("net", "ipc", "uts", "pid")
+# Every kind a pod may pin: its user namespace is made first, and owns the others.
+PIN_KINDS = ("user", *NS_KINDS)
+
+
+@dataclass(frozen=True)
+class IDMapping:
+    """One range of a user namespace's uid or gid map (uid_map's columns, in its order)."""
+
+    container_id: int
+    host_id: int
+    length: int
+
+    def line(self) -> str:
+        return f"{self.container_id} {self.host_id} {self.length}"
+
+
+@dataclass(frozen=True)
+class UserNamespace:
+    """A pod's own user namespace: ids inside map to ``host_id`` + offset on the node."""
+
+    uids: tuple[IDMapping, ...]
+    gids: tuple[IDMapping, ...]
+    auto: bool = False  # allocated by Tether (annotation), not given by the kubelet
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uids": [dataclasses.asdict(m) for m in self.uids],
+                "gids": [dataclasses.asdict(m) for m in self.gids], "auto": self.auto}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserNamespace:
+        return cls(tuple(IDMapping(**m) for m in data["uids"]),
+                   tuple(IDMapping(**m) for m in data["gids"]), bool(data.get("auto")))
+
+    def root(self) -> tuple[int, int]:
+        """The node's uid and gid of the namespace's root (validation maps id 0 first)."""
+        return self.uids[0].host_id, self.gids[0].host_id
+
+    def host_ranges(self) -> list[tuple[int, int]]:
+        """[start, end) of the node's ids this namespace maps to."""
+        return [(m.host_id, m.host_id + m.length) for m in (*self.uids, *self.gids)]
 
 
 @dataclass(frozen=True)
@@ -35,6 +75,7 @@ class NamespaceModes:
     network: Mode = Mode.POD
     pid: Mode = Mode.CONTAINER
     ipc: Mode = Mode.POD
+    user: Mode = Mode.NODE  # POD: a user namespace of the pod's own (SandboxSpec.userns)
 
     @property
     def uts(self) -> Mode:
@@ -44,6 +85,8 @@ class NamespaceModes:
     def owned(self) -> tuple[str, ...]:
         """Namespace kinds the pause-holder creates and the pod pins."""
         kinds = []
+        if self.user is Mode.POD:
+            kinds.append("user")
         if self.network is Mode.POD:
             kinds.append("net")
         if self.ipc is Mode.POD:
@@ -55,7 +98,18 @@ class NamespaceModes:
         return tuple(kinds)
 
     def mode_of(self, kind: str) -> Mode:
-        return {"net": self.network, "ipc": self.ipc, "uts": self.uts, "pid": self.pid}[kind]
+        return {"net": self.network, "ipc": self.ipc, "uts": self.uts, "pid": self.pid,
+                "user": self.user}[kind]
+
+
+@dataclass(frozen=True)
+class AutoRange:
+    """The node ids Tether hands out to pods that ask for a user namespace by annotation
+    (``io.tether.userns-mode: auto``): ``count`` blocks of ``size`` ids from ``first``."""
+
+    first: int
+    size: int
+    count: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +123,8 @@ class SandboxConfig:
     cgroup_driver: str  # cgroupfs | systemd
     default_cgroup_parent: str  # for pods whose config names none; "" for Tether's own
     pause_holder: str  # path of catatonit
+    userns_auto: AutoRange | None = None  # where annotation-asked user namespaces map to
+    userns_unavailable: str = ""  # why this node cannot give pods user namespaces, if not
 
 
 @dataclass(frozen=True)
@@ -92,6 +148,9 @@ class SandboxSpec:
     annotations: dict[str, str] = field(default_factory=dict)
     # The whole CRI config, serialised, for containers created in this pod later.
     config_json: str = ""
+    # modes.user POD: the kubelet's mappings, or None with userns_auto (Tether allocates)
+    userns: UserNamespace | None = None
+    userns_auto: bool = False
 
 
 @dataclass
@@ -126,6 +185,10 @@ class SandboxDetails:
     port_mappings: list[dict[str, Any]] = field(default_factory=list)
     bandwidth: dict[str, int] | None = None
     dns: dict[str, list[str]] | None = None
+    userns: dict[str, Any] | None = None  # UserNamespace.to_dict() when modes["user"] is POD
+
+    def user_namespace(self) -> UserNamespace | None:
+        return UserNamespace.from_dict(self.userns) if self.userns else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -175,6 +175,16 @@ class NamespacesConfig:
 
 
 @dataclass
+class UsernsConfig:
+    # Pods that ask by annotation (io.tether.userns-mode: auto) get a block of auto_size
+    # ids: auto_first_id + k * auto_size, k < auto_count (0: the annotation is refused).
+    # Far above the ranges a kubelet hands out (from 65536, one block per pod it runs).
+    auto_first_id: int = 2**31
+    auto_size: int = 65536
+    auto_count: int = 1024
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -186,6 +196,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     namespaces: NamespacesConfig = field(default_factory=NamespacesConfig)
+    userns: UsernsConfig = field(default_factory=UsernsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -398,6 +409,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError("key 'runtime.pids_limit': must be >= 0 (0 = no limit)")
     _check_tracing(cfg.tracing)
     _check_namespaces(cfg.namespaces)
+    _check_userns(cfg.userns)
+
+
+def _check_userns(u: UsernsConfig) -> None:
+    if u.auto_first_id < 1:
+        raise ConfigError("key 'userns.auto_first_id': must be at least 1 (0 is the node's "
+                          "root)")
+    if u.auto_size < 1:
+        raise ConfigError("key 'userns.auto_size': must be at least 1")
+    if u.auto_count < 0:
+        raise ConfigError("key 'userns.auto_count': must be >= 0 (0: no annotation pods)")
+    if u.auto_first_id + u.auto_size * u.auto_count > 2**32 - 1:
+        raise ConfigError(
+            "key 'userns.auto_count': auto_first_id + auto_size * auto_count goes past the "
+            f"largest id ({2**32 - 2})")
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:

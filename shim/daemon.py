@@ -18,8 +18,9 @@ from typing import Any
 import grpc
 
 from cni.manager import CNIManager
+from podsandbox import userns
 from podsandbox.manager import SandboxManager
-from podsandbox.types import SandboxConfig
+from podsandbox.types import AutoRange, SandboxConfig
 from shim import config as configmod
 from shim import log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
@@ -46,7 +47,11 @@ class Daemon:
         self.config = cfg
         self.sources = sources
         self.logger = log.get("daemon")
-        os.makedirs(cfg.paths.root, mode=0o700, exist_ok=True)
+        # 0711, not 0700: a container in a user namespace opens its rootfs as the pod's
+        # root, who needs to search every dir above it. Nothing in it can be listed by
+        # others, and what they could name is theirs to read only by its own mode.
+        os.makedirs(cfg.paths.root, mode=0o711, exist_ok=True)
+        os.chmod(cfg.paths.root, 0o711)
         os.makedirs(cfg.paths.run, mode=0o750, exist_ok=True)
         self.store = Store(os.path.join(cfg.paths.root, "tether.db"))
         net = cfg.network
@@ -58,13 +63,21 @@ class Daemon:
         )
         self.images = ImageManager(cfg, self.store,
                                    in_use=functools.partial(image_user, self.store))
+        # Pods with a user namespace need idmapped mounts where their rootfs is made.
+        userns_off = userns.probe(cfg.paths.root)
+        if userns_off:
+            self.logger.warning("user namespaces unavailable", reason=userns_off)
         self.sandboxes = SandboxManager(SandboxConfig(
             run_dir=cfg.paths.run, handlers=frozenset(cfg.runtime.handlers),
             cgroup_driver=cfg.runtime.cgroup_driver,
             default_cgroup_parent=cfg.runtime.default_cgroup_parent,
-            pause_holder=cfg.runtime.pause_holder), self.store, self.cni)
+            pause_holder=cfg.runtime.pause_holder,
+            userns_auto=AutoRange(cfg.userns.auto_first_id, cfg.userns.auto_size,
+                                  cfg.userns.auto_count) if cfg.userns.auto_count else None,
+            userns_unavailable=userns_off,
+        ), self.store, self.cni)
         kernel_rro = features.kernel_has_mount_setattr()
-        self.features = {name: features.probe(h.path, kernel_rro)
+        self.features = {name: features.probe(h.path, kernel_rro, userns=not userns_off)
                          for name, h in cfg.runtime.handlers.items()}
         self.containers = ContainerManager(
             cfg, self.store, self.sandboxes, self.images,

@@ -42,6 +42,7 @@ from shim.errors import (
     TetherError,
 )
 from shim.images.manager import IMAGE_VOLUMES_DIR
+from shim.images.snapshots import unmount_all_under
 from shim.oci import conmon, lookup, spec
 from shim.oci.features import HandlerFeatures
 from shim.oci.resources import resources_to_oci
@@ -51,6 +52,7 @@ from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
 MESSAGE_LIMIT = 4096  # bytes of a runtime's error kept in ContainerStatus.message
+IDMAPPED_DIR = "idmapped"  # <container dir>/idmapped/<n>: idmapped copies of volume mounts
 REOPEN_WAIT = 5.0  # seconds conmon may take to reopen the log
 
 
@@ -178,14 +180,17 @@ class ContainerManager:
                        pd: SandboxDetails, image: Any) -> None:
         os.makedirs(d.bundle, mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(d.log_path), mode=0o755, exist_ok=True)
+        user_ns = pd.user_namespace()
+        idmap = pd.pins.get("user", "") if user_ns else ""
         with tracing.span("container.rootfs", container_id=rec.id, image_ref=image.id,
-                          layers=len(image.layers)):
-            d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir)
+                          layers=len(image.layers), idmapped=bool(idmap)):
+            d.rootfs = await self.images.mount_rootfs(
+                image.id, d.container_dir, idmap, user_ns.root() if user_ns else (0, 0))
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
         if any(m.HasField("image") and m.image.image for m in config.mounts):
             with tracing.span("container.image_volumes", container_id=rec.id):
-                config = await self._image_volumes(rec, d, config)
+                config = await self._image_volumes(rec, d, config, idmap)
         files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
                            group=_read_image_file(d.rootfs, "/etc/group"))
         reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
@@ -197,6 +202,8 @@ class ContainerManager:
                         f"runtime.absent_mount_sources_to_reject)")
                 # The kubelet expects an absent host path to be made as a directory.
                 os.makedirs(m.host_path, mode=0o755, exist_ok=True)
+        if any(m.uidMappings or m.gidMappings for m in config.mounts):
+            config = await asyncio.to_thread(self._idmapped_volumes, d, config, pd)
         target_pid = 0
         ns = config.linux.security_context.namespace_options
         if ns.pid == pb.TARGET:
@@ -237,7 +244,7 @@ class ContainerManager:
         self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
-                             config: pb.ContainerConfig) -> pb.ContainerConfig:
+                             config: pb.ContainerConfig, idmap: str) -> pb.ContainerConfig:
         """Mount each image volume (KEP-4639) read-only under the container's dir and give
         the spec generator a config in which it is a plain read-only bind of that mount (or
         of its sub path). The images count as in use while the container exists."""
@@ -258,7 +265,8 @@ class ContainerManager:
                 raise InvalidArgument(
                     f"{field}.image_sub_path {sub!r}: must be a relative path inside the image")
             target = os.path.join(d.container_dir, IMAGE_VOLUMES_DIR, str(i))
-            image_id, root = await self.images.mount_image_volume(m.image.image, target)
+            image_id, root = await self.images.mount_image_volume(m.image.image, target,
+                                                                  idmap)
             d.image_volume_ids.append(image_id)
             d.mounts[i].setdefault("image", {})["image_ref"] = image_id
             rec.details = d.to_dict()
@@ -275,6 +283,46 @@ class ContainerManager:
             m.host_path = source
             m.ClearField("image")
             m.image_sub_path = ""
+        return out
+
+    @staticmethod
+    def _idmapped_volumes(d: ContainerDetails, config: pb.ContainerConfig,
+                          pd: SandboxDetails) -> pb.ContainerConfig:
+        """Each mount with uid/gid mappings (the kubelet's, for a pod with a user namespace)
+        made an idmapped copy of its host path under ``<container>/idmapped/<i>``, which the
+        spec binds instead: the node's files keep their owners as the pod sees them."""
+        user_ns = pd.user_namespace()
+        out = pb.ContainerConfig()
+        out.CopyFrom(config)
+        for i, m in enumerate(out.mounts):
+            if not (m.uidMappings or m.gidMappings):
+                continue
+            field = f"mounts[{i}]"
+            if user_ns is None:
+                raise InvalidArgument(f"{field}.uidMappings: the pod has no user namespace of "
+                                      "its own to map this mount into")
+            for name, given, pods in (("uidMappings", m.uidMappings, user_ns.uids),
+                                      ("gidMappings", m.gidMappings, user_ns.gids)):
+                if [(x.container_id, x.host_id, x.length) for x in given] != \
+                        [(x.container_id, x.host_id, x.length) for x in pods]:
+                    raise InvalidArgument(f"{field}.{name}: must be the pod's user namespace "
+                                          "mappings")
+            target = os.path.join(d.container_dir, IDMAPPED_DIR, str(i))
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            try:
+                fd = kernel.idmapped_clone(m.host_path, pd.pins["user"], recursive=True)
+                try:
+                    kernel.attach(fd, target)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise FailedPrecondition(
+                    f"{field}.host_path {m.host_path!r}: cannot be idmapped "
+                    f"({e.strerror or e}): its file system may not support idmapped mounts"
+                ) from None
+            m.host_path = target
+            m.ClearField("uidMappings")
+            m.ClearField("gidMappings")
         return out
 
     def _publish(self, kind: events.Kind, cid: str, sandbox_id: str) -> None:
@@ -296,6 +344,7 @@ class ContainerManager:
         # there, and containers sit beside the pause-holder.
         parent = "/" + pd.cgroup.rsplit("/", 1)[0] if "/" in pd.cgroup else "/"
         cfg = json.loads(pd.config_json) if pd.config_json else {}
+        user_ns = pd.user_namespace()
         return PodContext(
             sandbox_id=pod.id, network=modes["net"], ipc=modes["ipc"], uts=modes["uts"],
             pid=modes["pid"], ns_paths=dict(pd.pins), hostname=pd.hostname,
@@ -303,6 +352,9 @@ class ContainerManager:
             resolv_conf_path=os.path.join(pd.sandbox_dir, "resolv.conf"),
             shm_path=pd.shm_path, cgroup_parent=parent,
             sysctls=dict(cfg.get("linux", {}).get("sysctls", {})),
+            userns_path=pd.pins.get("user", "") if user_ns else "",
+            uid_mappings=user_ns.uids if user_ns else (),
+            gid_mappings=user_ns.gids if user_ns else (),
         )
 
     # --- start ---------------------------------------------------------------------------
@@ -524,6 +576,8 @@ class ContainerManager:
                 os.kill(d.conmon.pid, 9)
         if d.container_dir:
             await self.images.unmount_rootfs(d.container_dir)
+            # idmapped volumes, and anything else mounted there: never rmtree into a mount
+            await asyncio.to_thread(unmount_all_under, d.container_dir)
         for path in (d.bundle, d.container_dir):
             if path:
                 shutil.rmtree(path, ignore_errors=True)

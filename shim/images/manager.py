@@ -90,6 +90,9 @@ class ImageManager:
         """Directories and the registries config (idempotent, sync)."""
         for d in (self.base, self.tmp):
             os.makedirs(d, mode=0o700, exist_ok=True)
+        # searchable, not listable: see the daemon's root dir
+        os.makedirs(self.containers_dir, mode=0o711, exist_ok=True)
+        os.chmod(self.containers_dir, 0o711)
         self.blobs.ensure()
         os.makedirs(self.snapshots.root, mode=0o700, exist_ok=True)
         self.snapshots.ensure()
@@ -243,20 +246,24 @@ class ImageManager:
         return info
 
     # --- rootfs for containers --------------------------------------------------------------
-    async def mount_rootfs(self, image_id: str, container_dir: str) -> str:
-        """Overlay of the image's layers at ``container_dir/rootfs``; returns that path."""
+    async def mount_rootfs(self, image_id: str, container_dir: str, idmap: str = "",
+                           owner: tuple[int, int] = (0, 0)) -> str:
+        """Overlay of the image's layers at ``container_dir/rootfs``; returns that path.
+        ``idmap``: a pinned user namespace whose ids the image's files are shown with;
+        ``owner``: the node's ids of its root, who owns what the container writes."""
         img = self.get(image_id)
         if img is None:
             raise errors.NotFound(f"image {image_id} not found")
-        return await self.rootfs.mount(img, container_dir)
+        return await self.rootfs.mount(img, container_dir, idmap, owner)
 
-    async def mount_image_volume(self, spec: str, target: str) -> tuple[str, str]:
+    async def mount_image_volume(self, spec: str, target: str,
+                                 idmap: str = "") -> tuple[str, str]:
         """Image ``spec`` (a reference or id, pulled already) read-only at ``target``:
         (image id, mount point)."""
         img = self.get(spec)
         if img is None:
             raise errors.NotFound(f"image {spec!r} not found (pull it first)")
-        return img.id, await self.rootfs.mount_volume(img, target)
+        return img.id, await self.rootfs.mount_volume(img, target, idmap)
 
     async def unmount_rootfs(self, container_dir: str) -> None:
         """The rootfs and the image volumes of a container."""

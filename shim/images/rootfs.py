@@ -33,13 +33,15 @@ class Rootfs:
             )
         return [self.snapshots.rel_fs(c) for c in reversed(img.chain_ids)] or [EMPTY]
 
-    async def mount(self, img: Image, container_dir: str) -> str:
+    async def mount(self, img: Image, container_dir: str, idmap: str = "",
+                    owner: tuple[int, int] = (0, 0)) -> str:
         """Overlay of the image's layers at ``container_dir/rootfs``; returns that path."""
-        return await mount_overlay(self.snapshots.root, self.lowers(img), container_dir)
+        return await mount_overlay(self.snapshots.root, self.lowers(img), container_dir, idmap,
+                                   owner)
 
-    async def mount_volume(self, img: Image, target: str) -> str:
+    async def mount_volume(self, img: Image, target: str, idmap: str = "") -> str:
         """The image read-only at ``target``; returns the mount point."""
-        return await mount_readonly(self.snapshots.root, self.lowers(img), target)
+        return await mount_readonly(self.snapshots.root, self.lowers(img), target, idmap)
 
     async def unmount(self, container_dir: str) -> None:
         """The rootfs and the image volumes of a container."""

@@ -6,6 +6,15 @@ dir that exists is whole. A container's rootfs is an overlay of its image's snap
 layer first) with ``upper``/``work`` in the container's directory. Overlay options are given
 relative to the snapshot dir (``mount`` runs there), which keeps the option string short
 enough for ~60 layers.
+
+For a pod with a user namespace (``idmap``: its pinned namespace) the lower dirs are an
+idmapped view of the snapshot dir, shifted by the pod's mappings and attached at
+``<container>/idmap/lower`` just long enough for the overlay mount to take hold of its
+layers, then detached: a file the image says root owns is owned by the pod's root. The upper
+and work dirs are plain, the upper one owned by the pod's root, so what the container writes
+lands on disk with the node's ids of the pod (as containerd's remapped snapshots do). They
+cannot be idmapped too: overlayfs makes its work dir as the mounter, the node's root, whom
+the pod's mappings do not map (EOVERFLOW, and the overlay falls back to read-only).
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import AsyncIterator
 
+from podsandbox import kernel
 from shim import errors
 from shim.images.manifest import is_digest
 
@@ -130,6 +141,42 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
     return opts
 
 
+IDMAP_VIEWS = "idmap"  # <container dir>/idmap/{lower,upper}: while an overlay is mounted
+
+
+@contextlib.asynccontextmanager
+async def _idmapped_views(views: str, sources: dict[str, str], userns: str
+                          ) -> AsyncIterator[dict[str, str]]:
+    """Each source dir attached, idmapped by ``userns``, at ``views/<name>``; all detached
+    and removed on leaving (an overlay keeps what it took hold of)."""
+    out: dict[str, str] = {}
+    try:
+        for name, source in sources.items():
+            target = os.path.join(views, name)
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            try:
+                fd = kernel.idmapped_clone(source, userns)
+                try:
+                    kernel.attach(fd, target)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise errors.Internal(f"idmapped mount of {source}: {e.strerror or e}") from None
+            out[name] = target
+        yield out
+    finally:
+        remove_idmap_views(views)
+
+
+def remove_idmap_views(views: str) -> None:
+    """Detach what ``_idmapped_views`` attached (after a crash too) and remove the dir."""
+    if not os.path.isdir(views):
+        return
+    for p in sorted(set(mounts_under(views)), key=len, reverse=True):
+        _umount(p, MNT_DETACH)
+    shutil.rmtree(views, ignore_errors=True)
+
+
 async def _mount(snapshot_root: str, opts: str, target: str, what: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         "mount", "-t", "overlay", "overlay", "-o", opts, target,
@@ -145,17 +192,25 @@ async def _mount(snapshot_root: str, opts: str, target: str, what: str) -> None:
                               detail=text)
 
 
-async def mount_readonly(snapshot_root: str, lowers: list[str], target: str) -> str:
+async def mount_readonly(snapshot_root: str, lowers: list[str], target: str,
+                         idmap: str = "") -> str:
     """An image's layers, read-only (an overlay of lower dirs only) at ``target``: an image
-    volume. Overlay needs two lower dirs when it has no upper: the empty one makes up."""
+    volume. Overlay needs two lower dirs when it has no upper: the empty one makes up.
+    ``idmap``: the pinned user namespace whose ids the files are shown with."""
     os.makedirs(target, mode=0o755, exist_ok=True)
-    if not os.path.ismount(target):
-        lowers = lowers if len(lowers) > 1 else [*lowers, EMPTY]
-        opts = f"ro,lowerdir={':'.join(lowers)}"
-        if len(opts) > MAX_OPTIONS:
-            raise errors.FailedPrecondition(
-                f"image has too many layers ({len(lowers)}) for one overlay mount")
+    if os.path.ismount(target):
+        return target
+    lowers = lowers if len(lowers) > 1 else [*lowers, EMPTY]
+    opts = f"ro,lowerdir={':'.join(lowers)}"
+    if len(opts) > MAX_OPTIONS:
+        raise errors.FailedPrecondition(
+            f"image has too many layers ({len(lowers)}) for one overlay mount")
+    if not idmap:
         await _mount(snapshot_root, opts, target, "image volume")
+        return target
+    views = target.rstrip("/") + "." + IDMAP_VIEWS
+    async with _idmapped_views(views, {"lower": snapshot_root}, idmap) as v:
+        await _mount(v["lower"], opts, target, "image volume")
     return target
 
 
@@ -181,8 +236,11 @@ def unmount_all_under(directory: str) -> None:
             raise errors.Internal(f"unmount {p}: {os.strerror(err)}")
 
 
-async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: str) -> str:
-    """Mount the rootfs at ``container_dir/rootfs``; ``lowers`` relative to snapshot_root."""
+async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: str,
+                        idmap: str = "", owner: tuple[int, int] = (0, 0)) -> str:
+    """Mount the rootfs at ``container_dir/rootfs``; ``lowers`` relative to snapshot_root.
+    ``idmap``: the pinned user namespace whose ids the image's files are shown with;
+    ``owner``: the node's uid and gid of that namespace's root."""
     rootfs = os.path.join(container_dir, "rootfs")
     upper = os.path.join(container_dir, "upper")
     work = os.path.join(container_dir, "work")
@@ -190,12 +248,20 @@ async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: st
         os.makedirs(d, mode=0o755, exist_ok=True)
     if os.path.ismount(rootfs):
         return rootfs
-    await _mount(snapshot_root, overlay_options(lowers, upper, work), rootfs, "rootfs")
+    opts = overlay_options(lowers, upper, work)
+    if not idmap:
+        await _mount(snapshot_root, opts, rootfs, "rootfs")
+        return rootfs
+    os.chown(upper, *owner)  # the rootfs's own "/" (an overlay shows its upper's root dir)
+    async with _idmapped_views(os.path.join(container_dir, IDMAP_VIEWS),
+                               {"lower": snapshot_root}, idmap) as v:
+        await _mount(v["lower"], opts, rootfs, "rootfs")
     return rootfs
 
 
 def unmount_overlay(container_dir: str) -> None:
     """Unmount ``container_dir/rootfs`` (lazily if busy) and delete upper/work/rootfs."""
+    remove_idmap_views(os.path.join(container_dir, IDMAP_VIEWS))
     rootfs = os.path.join(container_dir, "rootfs")
     while os.path.ismount(rootfs):
         err = _umount(rootfs)

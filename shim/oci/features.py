@@ -53,7 +53,11 @@ def binary_knows(path: str, word: bytes) -> bool:
     return b"\0" + word + b"\0" in data
 
 
-def probe(path: str, kernel_rro: bool) -> HandlerFeatures:
+def probe(path: str, kernel_rro: bool, userns: bool = False) -> HandlerFeatures:
+    """``userns``: the node can give pods user namespaces (podsandbox.userns.probe). Every
+    handler can then run in them: runc and crun join the pod's namespace by path (runc 1.1
+    wants the mappings beside it, which the spec carries), and the rootfs comes idmapped."""
     opts = runtime_mount_options(path)
     knows_rro = "rro" in opts if opts is not None else binary_knows(path, b"rro")
-    return HandlerFeatures(recursive_read_only_mounts=kernel_rro and knows_rro)
+    return HandlerFeatures(recursive_read_only_mounts=kernel_rro and knows_rro,
+                           user_namespaces=userns)

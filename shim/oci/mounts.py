@@ -78,8 +78,8 @@ def cri_mounts(mounts: Sequence[pb.Mount], rro_supported: bool = False
             if m.HasField("image"):
                 raise InvalidArgument(f"{field}.image.image: required for an image volume")
             raise InvalidArgument(f"{field}.host_path: empty")
-        if m.uidMappings or m.gidMappings:
-            raise InvalidArgument(f"{field}: id-mapped mounts are not supported")
+        if m.uidMappings or m.gidMappings:  # the container manager resolves them first
+            raise InvalidArgument(f"{field}: id-mapped mounts must be resolved to host paths")
         prop = _PROPAGATION.get(m.propagation)
         if prop is None:
             raise InvalidArgument(f"{field}.propagation: unknown value {m.propagation}")

@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from podsandbox.types import Mode
+from podsandbox.types import IDMapping, Mode
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.images.manifest import ImageConfig
@@ -199,6 +199,8 @@ def _namespaces(
     nso: pb.NamespaceOption, pod: PodContext, runtime: RuntimeOptions, target_pid: int
 ) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
+    if pod.userns_path:
+        out.append({"type": "user", "path": pod.userns_path})
     for kind, mode in (("net", pod.network), ("ipc", pod.ipc), ("uts", pod.uts)):
         ns = _pod_ns(kind, Mode(mode), pod)
         if ns:
@@ -323,6 +325,9 @@ def generate(
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     }
+    if pod.userns_path:
+        linux_spec["uidMappings"] = _id_mappings(pod.uid_mappings)
+        linux_spec["gidMappings"] = _id_mappings(pod.gid_mappings)
     sysctl = _sysctls(pod)
     if sysctl:
         linux_spec["sysctl"] = sysctl
@@ -343,6 +348,11 @@ def generate(
     if uts_own and pod.hostname:
         spec["hostname"] = pod.hostname
     return spec
+
+
+def _id_mappings(maps: tuple[IDMapping, ...]) -> list[dict[str, int]]:
+    return [{"containerID": m.container_id, "hostID": m.host_id, "size": m.length}
+            for m in maps]
 
 
 def _annotations(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from podsandbox.types import Mode
+from podsandbox.types import IDMapping, Mode
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class PodContext:
     shm_path: str  # directory to bind at /dev/shm (the node's /dev/shm with host IPC)
     cgroup_parent: str  # the pod's cgroup parent as the CRI gave it ("" = runtime default)
     sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, applied to containers
+    # The pod's own user namespace (pinned), "" when it has the node's, and its mappings
+    # (runc 1.1 wants them even when it joins the namespace by path).
+    userns_path: str = ""
+    uid_mappings: tuple[IDMapping, ...] = ()
+    gid_mappings: tuple[IDMapping, ...] = ()
 
 
 @dataclass(frozen=True)

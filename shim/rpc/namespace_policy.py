@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from podsandbox import kernel, namespaces
-from podsandbox.types import Mode, SandboxDetails, SandboxSpec
+from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec
 from shim.containers.types import ContainerDetails
 from shim.cri import api_pb2 as pb
 from shim.errors import TetherError
@@ -41,19 +41,19 @@ def pod_subject(spec: SandboxSpec) -> Subject:
                    annotations=spec.annotations)
 
 
-def pod_sharings(nso: pb.NamespaceOption, inode: Inode = node_inode) -> list[Sharing]:
+def pod_sharings(modes: NamespaceModes, inode: Inode = node_inode) -> list[Sharing]:
     """What a pod asks to share: host network (and so the node's UTS), PID, IPC, user
-    namespace (every pod not asking for a user namespace of its own), a pod-wide PID one."""
+    namespace (every pod without a user namespace of its own), a pod-wide PID one."""
     out = []
-    if nso.network == pb.NODE:
+    if modes.network is Mode.NODE:
         out.append(Sharing("host_network", _node(("net", "uts"), inode)))
-    if nso.pid == pb.NODE:
+    if modes.pid is Mode.NODE:
         out.append(Sharing("host_pid", _node(("pid",), inode)))
-    if nso.ipc == pb.NODE:
+    if modes.ipc is Mode.NODE:
         out.append(Sharing("host_ipc", _node(("ipc",), inode)))
-    if not nso.HasField("userns_options") or nso.userns_options.mode == pb.NODE:
+    if modes.user is Mode.NODE:
         out.append(Sharing("host_user", _node(("user",), inode)))
-    if nso.pid == pb.POD:
+    if modes.pid is Mode.POD:
         out.append(Sharing("pod_pid", {"pid": NamespaceRef("pod")}))  # made after the check
     return out
 
@@ -103,13 +103,12 @@ def _target_inode(d: Daemon) -> Callable[[str], int | None]:
     return lookup
 
 
-def check_pod(d: Daemon, spec: SandboxSpec,
-              nso: pb.NamespaceOption) -> tuple[Subject, list[Decision]]:
+def check_pod(d: Daemon, spec: SandboxSpec) -> tuple[Subject, list[Decision]]:
     """PermissionDenied for a denied pod; else the decisions to record once it is made."""
     subject = pod_subject(spec)
     if d.nspolicy.cfg.mode == "off":
         return subject, []
-    return subject, d.nspolicy.check("RunPodSandbox", subject, pod_sharings(nso))
+    return subject, d.nspolicy.check("RunPodSandbox", subject, pod_sharings(spec.modes))
 
 
 def check_container(d: Daemon, sandbox_id: str,

@@ -11,7 +11,16 @@ from typing import Any
 from google.protobuf import json_format
 
 from cni.types import Bandwidth, DNSConfig, PortMapping
-from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec, State
+from podsandbox.types import (
+    IDMapping,
+    Mode,
+    NamespaceModes,
+    SandboxDetails,
+    SandboxSpec,
+    State,
+    UserNamespace,
+)
+from podsandbox.userns import ID_LIMIT
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.nsview.model import privileged_of
@@ -32,6 +41,10 @@ MAX_BANDWIDTH = 10**15
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
                        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
 _DNS_OPTION = re.compile(r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_.-]{1,64})?$")
+NSO = "config.linux.security_context.namespace_options"
+# A user namespace for a pod whose kubelet cannot ask for one (userns_options came with
+# Kubernetes 1.25): Tether picks the ids (the userns section of its config).
+USERNS_ANNOTATION = "io.tether.userns-mode"
 INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
 EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
 
@@ -62,15 +75,66 @@ def bandwidth(annotations: dict[str, str]) -> Bandwidth | None:
     )
 
 
-def _modes(opts: pb.NamespaceOption) -> NamespaceModes:
-    field = "config.linux.security_context.namespace_options"
+def _modes(opts: pb.NamespaceOption, user: Mode) -> NamespaceModes:
+    field = NSO
     if opts.network not in (pb.POD, pb.NODE):
         raise InvalidArgument(f"{field}.network: must be POD or NODE")
     if opts.ipc not in (pb.POD, pb.NODE):
         raise InvalidArgument(f"{field}.ipc: must be POD or NODE")
     if opts.pid not in (pb.POD, pb.CONTAINER, pb.NODE):
         raise InvalidArgument(f"{field}.pid: must be POD, CONTAINER or NODE for a pod")
-    return NamespaceModes(network=_MODE[opts.network], pid=_MODE[opts.pid], ipc=_MODE[opts.ipc])
+    modes = NamespaceModes(network=_MODE[opts.network], pid=_MODE[opts.pid],
+                           ipc=_MODE[opts.ipc], user=user)
+    if user is Mode.POD:
+        # as the API server's validation of hostUsers: false: the node's namespaces belong
+        # to the node's user namespace, out of reach of the pod's
+        for name, mode in (("network", modes.network), ("pid", modes.pid), ("ipc", modes.ipc)):
+            if mode is Mode.NODE:
+                raise InvalidArgument(f"{field}.{name}: NODE cannot go with a user namespace "
+                                      "of the pod's own (userns_options POD)")
+    return modes
+
+
+def _mapping(maps: Any, field: str) -> tuple[IDMapping, ...]:
+    """One range, that maps the pod's root and not the node's (the kubelet sends one)."""
+    if len(maps) != 1:
+        raise InvalidArgument(f"{field}: exactly one mapping is supported (got {len(maps)})")
+    m = maps[0]
+    if m.container_id != 0:
+        raise InvalidArgument(f"{field}[0].container_id: {m.container_id}: must be 0 (the "
+                              "pod's root must be mapped)")
+    if m.length == 0:
+        raise InvalidArgument(f"{field}[0].length: must be at least 1")
+    if m.host_id == 0:
+        raise InvalidArgument(f"{field}[0].host_id: 0 would make the pod's root the node's")
+    if m.host_id + m.length > ID_LIMIT:
+        raise InvalidArgument(f"{field}[0]: host ids {m.host_id}..{m.host_id + m.length - 1} "
+                              f"go past the largest id ({ID_LIMIT - 1})")
+    return (IDMapping(m.container_id, m.host_id, m.length),)
+
+
+def _userns(opts: pb.NamespaceOption, annotations: dict[str, str]
+            ) -> tuple[Mode, UserNamespace | None, bool]:
+    """(the user namespace mode, the kubelet's mappings, whether Tether is to allocate)."""
+    field = f"{NSO}.userns_options"
+    asked = annotations.get(USERNS_ANNOTATION)
+    if asked is not None and asked != "auto":
+        raise InvalidArgument(f"config.annotations[{USERNS_ANNOTATION!r}]: {asked[:64]!r}: "
+                              "only 'auto' is understood")
+    if not opts.HasField("userns_options"):
+        return (Mode.POD, None, True) if asked else (Mode.NODE, None, False)
+    u = opts.userns_options
+    if u.mode == pb.NODE:
+        if u.uids or u.gids:
+            raise InvalidArgument(f"{field}: mappings need mode POD (mode is NODE)")
+        return Mode.NODE, None, False
+    if u.mode != pb.POD:
+        name = pb.NamespaceMode.Name(u.mode) if u.mode in (pb.CONTAINER, pb.TARGET) \
+            else str(u.mode)
+        raise InvalidArgument(f"{field}.mode: {name}: a pod's user namespace is its own (POD) "
+                              "or the node's (NODE)")
+    return Mode.POD, UserNamespace(_mapping(u.uids, f"{field}.uids"),
+                                   _mapping(u.gids, f"{field}.gids")), False
 
 
 def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> SandboxSpec:
@@ -83,7 +147,10 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
             raise InvalidArgument(f"config.metadata.{name}: required")
     if cfg.hostname and not _HOSTNAME.fullmatch(cfg.hostname):
         raise InvalidArgument(f"config.hostname: {cfg.hostname!r} is not a valid hostname")
-    modes = _modes(cfg.linux.security_context.namespace_options)
+    nso = cfg.linux.security_context.namespace_options
+    annotations = dict(cfg.annotations)
+    user_mode, userns, userns_auto = _userns(nso, annotations)
+    modes = _modes(nso, user_mode)
     ports = []
     taken: dict[tuple[str, str, int], int] = {}
     for i, p in enumerate(cfg.port_mappings):
@@ -131,7 +198,6 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
                               ".." in cfg.log_directory.split("/") or "\0" in cfg.log_directory):
         raise InvalidArgument(f"config.log_directory: {cfg.log_directory[:128]!r} must be an "
                               "absolute path without '..'")
-    annotations = dict(cfg.annotations)
     return SandboxSpec(
         name=md.name,
         namespace=md.namespace,
@@ -149,6 +215,8 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
         labels=dict(cfg.labels),
         annotations=annotations,
         config_json=json_format.MessageToJson(cfg, indent=None),
+        userns=userns,
+        userns_auto=userns_auto,
     )
 
 
@@ -175,15 +243,24 @@ def to_status(rec: SandboxRecord) -> pb.PodSandboxStatus:
     if d.ips and rec.state == State.READY.value:
         network.ip = d.ips[0]
         network.additional_ips.extend(pb.PodIP(ip=ip) for ip in d.ips[1:])
+    options = pb.NamespaceOption(network=_MODE_PB[modes["net"]], pid=_MODE_PB[modes["pid"]],
+                                 ipc=_MODE_PB[modes["ipc"]])
+    user_ns = d.user_namespace()
+    if user_ns is not None:
+        options.userns_options.mode = pb.POD
+        options.userns_options.uids.extend(_pb_mappings(user_ns.uids))
+        options.userns_options.gids.extend(_pb_mappings(user_ns.gids))
     return pb.PodSandboxStatus(
         id=rec.id, metadata=_metadata(rec), state=_state(rec), created_at=rec.created_at,
         network=network,
-        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(
-            network=_MODE_PB[modes["net"]], pid=_MODE_PB[modes["pid"]],
-            ipc=_MODE_PB[modes["ipc"]],
-        ))),
+        linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=options)),
         labels=rec.labels, annotations=rec.annotations, runtime_handler=rec.runtime_handler,
     )
+
+
+def _pb_mappings(maps: tuple[IDMapping, ...]) -> list[pb.IDMapping]:
+    return [pb.IDMapping(container_id=m.container_id, host_id=m.host_id, length=m.length)
+            for m in maps]
 
 
 def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, str]:
@@ -196,6 +273,9 @@ def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, s
         elif mode == Mode.NODE.value:
             entry.update(path=f"/proc/self/ns/{kind}", inode=node_inodes.get(kind))
         ns[kind] = entry
+    if d.userns:
+        ns["user"].update(uidMappings=d.userns["uids"], gidMappings=d.userns["gids"],
+                          allocated=bool(d.userns.get("auto")))
     info = {
         "id": rec.id,
         "state": rec.state,

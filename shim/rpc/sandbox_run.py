@@ -23,8 +23,7 @@ async def run_pod_sandbox(
     spec = spec_from_request(req, d.config.runtime.default_handler)
     tracing.annotate(runtime_handler=spec.runtime_handler)  # the default one, when unnamed
     # before any side effect: a denial leaves nothing behind
-    subject, granted = namespace_policy.check_pod(
-        d, spec, req.config.linux.security_context.namespace_options)
+    subject, granted = namespace_policy.check_pod(d, spec)
     sandbox_id = ""
     try:
         sandbox_id = await d.sandboxes.run(spec)

@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from podsandbox import namespaces
+from podsandbox.types import PIN_KINDS
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
@@ -24,6 +25,6 @@ async def pod_sandbox_status(
     rec = d.sandboxes.get(req.pod_sandbox_id)
     resp = pb.PodSandboxStatusResponse(status=to_status(rec), timestamp=time.time_ns())
     if req.verbose:
-        node = {k: namespaces.node_inode(k) for k in ("net", "ipc", "uts", "pid")}
+        node = {k: namespaces.node_inode(k) for k in PIN_KINDS}
         resp.info.update(verbose_info(rec, node))
     return resp

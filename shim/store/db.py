@@ -7,6 +7,7 @@ commits, never corrupt the file).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 
@@ -28,6 +29,12 @@ class SchemaTooNew(Exception):
 
 def connect(path: str) -> sqlite3.Connection:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    # root's only (its dir may be searchable: the daemon's root is 0711); SQLite gives the
+    # -wal and -shm files the database's mode
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+    for f in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f, 0o600)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

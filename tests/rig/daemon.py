@@ -43,6 +43,17 @@ class CRIClient:
         self.channel.close()
 
 
+def searchable(path: Path) -> None:
+    """Let others search ``path`` and the dirs above it (pytest makes its temp dirs 0700), as
+    on a node, where /var/lib is 0755: a container in a user namespace opens its rootfs as the
+    pod's root, not the node's (the daemon checks this, and reports user namespaces
+    unavailable otherwise)."""
+    for p in (path, *path.parents):
+        mode = p.stat().st_mode
+        if mode & 0o011 != 0o011:
+            p.chmod(mode | 0o011)
+
+
 @dataclass
 class TetherDaemon:
     base: Path
@@ -98,6 +109,7 @@ class TetherDaemon:
 
     def start(self, timeout: float = 20.0) -> TetherDaemon:
         self.base.mkdir(parents=True, exist_ok=True)
+        searchable(self.base)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
                                      stdin=subprocess.DEVNULL,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from podsandbox.types import Mode, NamespaceModes
 from shim import cli
 from shim import config as c
 from shim.cri import api_pb2 as pb
@@ -178,14 +179,14 @@ def _inode(t: str) -> int:
 
 
 def test_pod_sharings() -> None:
-    nso = pb.NamespaceOption(network=pb.NODE, pid=pb.POD, ipc=pb.NODE)
-    got = {s.kind: s for s in conv.pod_sharings(nso, _inode)}
+    modes = NamespaceModes(network=Mode.NODE, pid=Mode.POD, ipc=Mode.NODE)
+    got = {s.kind: s for s in conv.pod_sharings(modes, _inode)}
     assert set(got) == {"host_network", "host_ipc", "host_user", "pod_pid"}
     assert got["host_network"].namespaces == {"net": NamespaceRef("node", 1),
                                               "uts": NamespaceRef("node", 2)}
     assert got["pod_pid"].namespaces == {"pid": NamespaceRef("pod", None)}
-    own_user = pb.NamespaceOption(pid=pb.NODE, userns_options=pb.UserNamespace(mode=pb.POD))
-    assert [s.kind for s in conv.pod_sharings(own_user, _inode)] == ["host_pid"]
+    own_user = NamespaceModes(pid=Mode.CONTAINER, user=Mode.POD)
+    assert [s.kind for s in conv.pod_sharings(own_user, _inode)] == []
 
 
 def _pod(net: str = "POD", pid: str = "CONTAINER", ipc: str = "POD") -> SandboxRecord:

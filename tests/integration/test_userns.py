@@ -1,0 +1,128 @@
+"""User-namespaced pods (issue #16), proven from inside containers and from the node, with
+runc and crun: the maps, the image's files seen as root's, what a write to a host path and
+to the rootfs becomes on the node, no capability over the node's files, idmapped volumes,
+Tether's own allocation (annotation), and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import grpc
+import pytest
+
+from shim.cri import api_pb2 as pb
+from tests.integration.test_containers import Ctr, ctr  # noqa: F401
+from tests.integration.test_sandbox import pod_config
+
+# per handler, so that the two runs never share ids
+HOST_IDS = {"runc": 300000, "crun": 400000}
+SIZE = 65536
+
+
+def userns_pod(c: Ctr, name: str, host_id: int, **kw: object) -> tuple[str, pb.PodSandboxConfig]:
+    cfg = pod_config(name, **kw)  # type: ignore[arg-type]
+    m = [pb.IDMapping(container_id=0, host_id=host_id, length=SIZE)]
+    cfg.linux.security_context.namespace_options.userns_options.CopyFrom(
+        pb.UserNamespace(mode=pb.POD, uids=m, gids=m))
+    cfg.log_directory = str(c.log_dir / name)
+    sid = c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler=c.handler),
+                             timeout=60).pod_sandbox_id
+    return sid, cfg
+
+
+def pod_info(c: Ctr, sid: str) -> dict:  # type: ignore[type-arg]
+    r = c.rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=True))
+    return json.loads(r.info["info"])  # type: ignore[no-any-return]
+
+
+def host_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Uid line")
+
+
+def test_a_pod_of_its_own_ids(ctr: Ctr, tmp_path: Path) -> None:  # noqa: F811
+    h = HOST_IDS[ctr.handler]
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    secret = tmp_path / "secret"
+    secret.write_text("node only\n")
+    secret.chmod(0o600)
+    sid, pcfg = userns_pod(ctr, "users", h)
+    mounts = [pb.Mount(container_path="/shared", host_path=str(shared)),
+              pb.Mount(container_path="/secret", host_path=str(secret), readonly=True)]
+    cid = ctr.run(sid, pcfg, "main", ["sleep", "600"], mounts=mounts)
+    # the maps, as the kubelet asked
+    assert ctr.out(cid, "cat", "/proc/self/uid_map").split() == ["0", str(h), str(SIZE)]
+    assert ctr.out(cid, "cat", "/proc/self/gid_map").split() == ["0", str(h), str(SIZE)]
+    # the image's files are root's in the pod (idmapped rootfs), and root may write there
+    assert ctr.out(cid, "stat", "-c", "%u:%g", "/bin/busybox", "/etc/passwd") == "0:0\n0:0"
+    assert ctr.out(cid, "id", "-u") == "0"
+    assert ctr.exec(cid, "sh", "-c", "echo new > /etc/new && chown 1000:1000 /etc/new"
+                    ).exit_code == 0
+    info = json.loads(ctr.status(cid, verbose=True).info["info"])
+    upper = Path(info["rootfs"]).parent / "upper"
+    # what the pod wrote lands on disk with the node's ids of the pod
+    assert (os.stat(upper / "etc" / "new").st_uid, os.stat(upper / "etc" / "new").st_gid) \
+        == (h + 1000, h + 1000)
+    assert os.stat(upper / "etc").st_uid == h  # copied up: the image's root dir, as h
+    # a plain host path: what the pod's root writes is the node's id h
+    assert ctr.exec(cid, "touch", "/shared/from-pod").exit_code == 0
+    st = os.stat(shared / "from-pod")
+    assert (st.st_uid, st.st_gid) == (h, h)
+    # the pod's root has every capability, in its own namespace only: not over node files
+    cap_eff = int(ctr.out(cid, "sh", "-c", "grep CapEff /proc/self/status").split()[1], 16)
+    assert cap_eff & (1 << 1)  # CAP_DAC_OVERRIDE, in the pod's namespace
+    denied = ctr.exec(cid, "cat", "/secret")
+    assert denied.exit_code != 0 and b"Permission denied" in denied.stderr
+    assert ctr.exec(cid, "mknod", "/tmp/sda", "b", "8", "0").exit_code != 0
+    # from the node: the container's and the pause-holder's processes run as h
+    assert host_uid(info["pid"]) == h
+    pinfo = pod_info(ctr, sid)
+    assert host_uid(pinfo["pid"]) == h
+    user = pinfo["namespaces"]["user"]
+    assert user["mode"] == "POD" and user["uidMappings"] == [
+        {"container_id": 0, "host_id": h, "length": SIZE}]
+    # one user namespace, the pinned one, owns the pod's and the container's processes
+    ino = os.stat(f"/proc/{info['pid']}/ns/user").st_ino
+    assert ino == user["inode"] == os.stat(f"/proc/{pinfo['pid']}/ns/user").st_ino
+    assert ino != os.stat("/proc/self/ns/user").st_ino
+    # the status says so too
+    opts = ctr.rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid)
+                                   ).status.linux.namespaces.options.userns_options
+    assert opts.mode == pb.POD and [(m.container_id, m.host_id, m.length) for m in opts.uids] \
+        == [(0, h, SIZE)]
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert not Path(user["path"]).exists()
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    assert user["path"] not in mountinfo and "/idmap" not in mountinfo
+
+
+def test_an_idmapped_volume_keeps_the_nodes_owners(ctr: Ctr, tmp_path: Path) -> None:  # noqa: F811
+    h = HOST_IDS[ctr.handler] + SIZE
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "owned-by-1000").write_text("x")
+    os.chown(vol / "owned-by-1000", 1000, 1000)
+    sid, pcfg = userns_pod(ctr, "idvol", h)
+    m = [pb.IDMapping(container_id=0, host_id=h, length=SIZE)]
+    mount = pb.Mount(container_path="/vol", host_path=str(vol), uidMappings=m, gidMappings=m)
+    cid = ctr.run(sid, pcfg, "main", ["sleep", "600"], mounts=[mount])
+    assert ctr.out(cid, "stat", "-c", "%u:%g", "/vol", "/vol/owned-by-1000") == "0:0\n1000:1000"
+    assert ctr.exec(cid, "touch", "/vol/from-pod").exit_code == 0
+    assert os.stat(vol / "from-pod").st_uid == 0  # written as the pod's root: the node's 0
+    # mappings that are not the pod's are refused, naming the field
+    other = [pb.IDMapping(container_id=0, host_id=h + 1, length=SIZE)]
+    with pytest.raises(grpc.RpcError) as e:
+        ctr.create(sid, pcfg, "other", ["true"], mounts=[pb.Mount(
+            container_path="/vol", host_path=str(vol), uidMappings=other, gidMappings=m)])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "mounts[0].uidMappings" in (e.value.details() or "")
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert stat.S_ISDIR(os.stat(vol).st_mode) and (vol / "from-pod").exists()
+    assert "/idmapped/" not in Path("/proc/self/mountinfo").read_text()
