@@ -102,9 +102,9 @@ def _parents(path: str) -> list[str]:
     return out
 
 
-def probe(path: str) -> str:
-    """"" when an idmapped mount of ``path``'s file system can be made, else why not: a
-    throwaway namespace (never pinned) and an idmapped clone that is never attached."""
+def unavailable(path: str) -> str:
+    """"" when pods may have user namespaces with their containers' rootfs under ``path``,
+    else why not."""
     if not os.path.exists("/proc/self/ns/user"):
         return "this kernel has no user namespaces"
     # a pod's root opens its container's rootfs, below ``path``: it must search every dir
@@ -112,6 +112,12 @@ def probe(path: str) -> str:
         if os.stat(d).st_mode & 0o001 == 0:
             return f"{d} is not searchable by others (chmod o+x): a pod's root could not " \
                    "reach the rootfs of its containers"
+    return ""
+
+
+def idmap_unsupported(path: str) -> str:
+    """"" when an idmapped mount of ``path``'s file system can be made, else why not: a
+    throwaway namespace (never pinned) and an idmapped clone that is never attached."""
     m = (IDMapping(0, ID_LIMIT - 65536, 65536),)
     try:
         proc = subprocess.Popen(["unshare", "--user", "--", "cat"], stdin=subprocess.PIPE,

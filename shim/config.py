@@ -182,6 +182,11 @@ class UsernsConfig:
     auto_first_id: int = 2**31
     auto_size: int = 65536
     auto_count: int = 1024
+    # How a container gets the image's files as its pod's: idmap (idmapped mounts: the
+    # kernel (5.19+) and the file system under paths.root must have them), copy (copies of
+    # the image's layers with shifted owners, per mapping: disk and time, any kernel),
+    # auto (idmap where it works, else copy).
+    rootfs: str = "auto"
 
 
 @dataclass
@@ -412,7 +417,11 @@ def validate(cfg: Config) -> None:
     _check_userns(cfg.userns)
 
 
+USERNS_ROOTFS = ("auto", "idmap", "copy")
+
+
 def _check_userns(u: UsernsConfig) -> None:
+    _one_of("userns.rootfs", u.rootfs, USERNS_ROOTFS)
     if u.auto_first_id < 1:
         raise ConfigError("key 'userns.auto_first_id': must be at least 1 (0 is the node's "
                           "root)")

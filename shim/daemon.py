@@ -63,10 +63,7 @@ class Daemon:
         )
         self.images = ImageManager(cfg, self.store,
                                    in_use=functools.partial(image_user, self.store))
-        # Pods with a user namespace need idmapped mounts where their rootfs is made.
-        userns_off = userns.probe(cfg.paths.root)
-        if userns_off:
-            self.logger.warning("user namespaces unavailable", reason=userns_off)
+        userns_off, userns_copy = self._userns_rootfs(cfg)
         self.sandboxes = SandboxManager(SandboxConfig(
             run_dir=cfg.paths.run, handlers=frozenset(cfg.runtime.handlers),
             cgroup_driver=cfg.runtime.cgroup_driver,
@@ -82,6 +79,7 @@ class Daemon:
         self.containers = ContainerManager(
             cfg, self.store, self.sandboxes, self.images,
             host.runtime_options(cfg.runtime.pids_limit), self.features,
+            userns_copy=userns_copy,
         )
         self.nspolicy = NamespacePolicy(cfg.namespaces)
         self.streaming = StreamingServer(
@@ -93,6 +91,22 @@ class Daemon:
         # ImageFsInfo calls the containers' one, so the kubelet can match them.
         self.stats = Collector(self.images.containers_dir)
         self._stop = asyncio.Event()
+
+    def _userns_rootfs(self, cfg: configmod.Config) -> tuple[str, bool]:
+        """(why pods cannot have user namespaces here, or ""; whether their containers get
+        shifted copies of the image's layers instead of idmapped mounts)."""
+        why = userns.unavailable(cfg.paths.root)
+        no_idmap = "" if why or cfg.userns.rootfs == "copy" else \
+            userns.idmap_unsupported(cfg.paths.root)
+        if not why and no_idmap and cfg.userns.rootfs == "idmap":
+            why = f"userns.rootfs is idmap, and idmapped mounts fail: {no_idmap}"
+        if why:
+            self.logger.warning("user namespaces unavailable", reason=why)
+        copy = not why and (cfg.userns.rootfs == "copy" or bool(no_idmap))
+        if copy:
+            self.logger.info("user namespaces: containers get shifted copies of their layers",
+                             reason=no_idmap or "userns.rootfs is copy")
+        return why, copy
 
     # --- readiness, used by Status -------------------------------------------------------
     def runtime_ready(self) -> tuple[bool, str, str]:

@@ -42,6 +42,7 @@ from shim.errors import (
     TetherError,
 )
 from shim.images.manager import IMAGE_VOLUMES_DIR
+from shim.images.shifted import RootfsIds
 from shim.images.snapshots import unmount_all_under
 from shim.oci import conmon, lookup, spec
 from shim.oci.features import HandlerFeatures
@@ -67,8 +68,12 @@ def _inode(path: str) -> tuple[int, int] | None:
 class ContainerManager:
     def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager,
                  images: Any, runtime_options: RuntimeOptions,
-                 features: Mapping[str, HandlerFeatures] | None = None) -> None:
+                 features: Mapping[str, HandlerFeatures] | None = None,
+                 userns_copy: bool = False) -> None:
         self.cfg = cfg
+        # containers in user namespaces get shifted copies of the image's layers (no
+        # idmapped mounts on this node, or userns.rootfs = "copy")
+        self.userns_copy = userns_copy
         self.features = dict(features or {})
         self.events = events.EventBus()
         self.store = store
@@ -132,6 +137,7 @@ class ContainerManager:
         tracing.annotate(runtime_handler=pod.runtime_handler, image_ref=image.id)
         pd = SandboxDetails.from_dict(pod.details)
         annotations = dict(config.annotations)
+        ids = self._rootfs_ids(pd)
         d = ContainerDetails(
             handler=pod.runtime_handler,
             container_dir=os.path.join(self.cfg.paths.root, "containers", cid),
@@ -143,6 +149,8 @@ class ContainerManager:
                     for m in config.mounts],
             config_json=json_format.MessageToJson(config, indent=None),
             image_id=image.id,
+            # in the intent: a removal meanwhile must not take the copies this one uses
+            shifted_key=ids.key() if ids and ids.copy else "",
         )
         rec = ContainerRecord(
             id=cid, sandbox_id=pod.id, name=config.metadata.name,
@@ -159,7 +167,7 @@ class ContainerManager:
                 self._names.pop(key, None)
                 raise
             try:
-                await self._prepare(rec, d, config, sandbox_config, pod, pd, image)
+                await self._prepare(rec, d, config, sandbox_config, pod, pd, image, ids)
             except BaseException:
                 with tracing.span("container.cleanup", container_id=cid):
                     await self._cleanup(rec, d)
@@ -175,22 +183,26 @@ class ContainerManager:
             return path
         return os.path.join(self.cfg.paths.run, "containers", cid, "container.log")
 
+    def _rootfs_ids(self, pd: SandboxDetails) -> RootfsIds | None:
+        user_ns = pd.user_namespace()
+        if user_ns is None:
+            return None
+        return RootfsIds(pd.pins["user"], user_ns.uids, user_ns.gids, copy=self.userns_copy)
+
     async def _prepare(self, rec: ContainerRecord, d: ContainerDetails, config: pb.ContainerConfig,
                        sandbox_config: pb.PodSandboxConfig, pod: SandboxRecord,
-                       pd: SandboxDetails, image: Any) -> None:
+                       pd: SandboxDetails, image: Any, ids: RootfsIds | None) -> None:
         os.makedirs(d.bundle, mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(d.log_path), mode=0o755, exist_ok=True)
-        user_ns = pd.user_namespace()
-        idmap = pd.pins.get("user", "") if user_ns else ""
         with tracing.span("container.rootfs", container_id=rec.id, image_ref=image.id,
-                          layers=len(image.layers), idmapped=bool(idmap)):
-            d.rootfs = await self.images.mount_rootfs(
-                image.id, d.container_dir, idmap, user_ns.root() if user_ns else (0, 0))
+                          layers=len(image.layers),
+                          userns="" if ids is None else "copy" if ids.copy else "idmap"):
+            d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir, ids)
         rec.details = d.to_dict()
         await self.store.containers.put(rec)
         if any(m.HasField("image") and m.image.image for m in config.mounts):
             with tracing.span("container.image_volumes", container_id=rec.id):
-                config = await self._image_volumes(rec, d, config, idmap)
+                config = await self._image_volumes(rec, d, config, ids)
         files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
                            group=_read_image_file(d.rootfs, "/etc/group"))
         reject = {os.path.normpath(p) for p in self.cfg.runtime.absent_mount_sources_to_reject}
@@ -244,7 +256,8 @@ class ContainerManager:
         self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
-                             config: pb.ContainerConfig, idmap: str) -> pb.ContainerConfig:
+                             config: pb.ContainerConfig, ids: RootfsIds | None
+                             ) -> pb.ContainerConfig:
         """Mount each image volume (KEP-4639) read-only under the container's dir and give
         the spec generator a config in which it is a plain read-only bind of that mount (or
         of its sub path). The images count as in use while the container exists."""
@@ -265,8 +278,7 @@ class ContainerManager:
                 raise InvalidArgument(
                     f"{field}.image_sub_path {sub!r}: must be a relative path inside the image")
             target = os.path.join(d.container_dir, IMAGE_VOLUMES_DIR, str(i))
-            image_id, root = await self.images.mount_image_volume(m.image.image, target,
-                                                                  idmap)
+            image_id, root = await self.images.mount_image_volume(m.image.image, target, ids)
             d.image_volume_ids.append(image_id)
             d.mounts[i].setdefault("image", {})["image_ref"] = image_id
             rec.details = d.to_dict()
@@ -308,7 +320,9 @@ class ContainerManager:
                     raise InvalidArgument(f"{field}.{name}: must be the pod's user namespace "
                                           "mappings")
             target = os.path.join(d.container_dir, IDMAPPED_DIR, str(i))
-            os.makedirs(target, mode=0o700, exist_ok=True)
+            # searchable: the runtime opens it as the pod's root (see the root dir's mode)
+            os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
+            os.makedirs(target, mode=0o711, exist_ok=True)
             try:
                 fd = kernel.idmapped_clone(m.host_path, pd.pins["user"], recursive=True)
                 try:
@@ -585,6 +599,8 @@ class ContainerManager:
             os.unlink(os.path.join(self.exit_dir, rec.id))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.cfg.paths.run, "attach", rec.id))
+        if d.shifted_key:
+            await asyncio.to_thread(self._drop_shifted, rec.id)
         await self.store.containers.delete(rec)
         key = f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"
         if self._names.get(key) == rec.id:
@@ -712,8 +728,17 @@ class ContainerManager:
             with contextlib.suppress(FileNotFoundError):
                 for cid in set(os.listdir(base)) - known:
                     await self.images.unmount_rootfs(os.path.join(base, cid))
+                    # idmapped volumes too: never rmtree into a node dir mounted there
+                    await asyncio.to_thread(unmount_all_under, os.path.join(base, cid))
                     shutil.rmtree(os.path.join(base, cid), ignore_errors=True)
+        self._drop_shifted()
         self.logger.info("containers reconciled", **summary, containers=len(known))
+
+    def _drop_shifted(self, leaving: str = "") -> None:
+        """Shifted layer copies no container (but ``leaving``) still uses go."""
+        keep = {ContainerDetails.from_dict(c.details).shifted_key
+                for c in self.store.containers.list() if c.id != leaving}
+        self.images.drop_shifted(keep - {""})
 
 
 def _stop_signal(config: pb.ContainerConfig, image_signal: str) -> str:
@@ -754,14 +779,16 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
 def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:
     """Type, major, minor and mode of each host device the config asks for."""
     info: dict[str, tuple[str, int, int, int]] = {}
-    paths = [dev.host_path for dev in config.devices]
-    if config.linux.security_context.privileged:
-        paths += [os.path.join("/dev", n) for n in os.listdir("/dev")]
-    for path in paths:
+    asked = [dev.host_path for dev in config.devices]
+    every = [os.path.join("/dev", n) for n in os.listdir("/dev")] \
+        if config.linux.security_context.privileged else []
+    for path in [*asked, *every]:
         try:
-            st = os.stat(path)
+            # a requested path may be a link (/dev/disk/by-id/...); of /dev's own entries only
+            # the device nodes: /dev/stdin and the like are links to the daemon's own fds
+            st = os.stat(path) if path in asked else os.lstat(path)
         except OSError:
-            if path in [dev.host_path for dev in config.devices]:
+            if path in asked:
                 raise InvalidArgument(f"devices: host path {path!r} does not exist") from None
             continue
         if stat.S_ISCHR(st.st_mode):

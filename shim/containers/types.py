@@ -43,6 +43,8 @@ class ContainerDetails:
     # supplemental_groups), reported as ContainerStatus.user
     user: dict[str, Any] = field(default_factory=dict)
     image_volume_ids: list[str] = field(default_factory=list)  # images mounted as volumes
+    # the mapping whose shifted layer copies its rootfs uses (user namespace, copy mode)
+    shifted_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,6 +34,7 @@ from shim.images.names import Names
 from shim.images.puller import Puller
 from shim.images.reference import InvalidReference, is_image_id, normalize_id, parse
 from shim.images.rootfs import IMAGE_VOLUMES_DIR, Rootfs
+from shim.images.shifted import RootfsIds
 from shim.images.snapshots import SnapshotStore
 from shim.store import Store
 
@@ -246,24 +247,31 @@ class ImageManager:
         return info
 
     # --- rootfs for containers --------------------------------------------------------------
-    async def mount_rootfs(self, image_id: str, container_dir: str, idmap: str = "",
-                           owner: tuple[int, int] = (0, 0)) -> str:
+    async def mount_rootfs(self, image_id: str, container_dir: str,
+                           ids: RootfsIds | None = None) -> str:
         """Overlay of the image's layers at ``container_dir/rootfs``; returns that path.
-        ``idmap``: a pinned user namespace whose ids the image's files are shown with;
-        ``owner``: the node's ids of its root, who owns what the container writes."""
+        ``ids``: a container in a user namespace, which sees the image's files as its own."""
         img = self.get(image_id)
         if img is None:
             raise errors.NotFound(f"image {image_id} not found")
-        return await self.rootfs.mount(img, container_dir, idmap, owner)
+        return await self.rootfs.mount(img, container_dir, ids)
 
     async def mount_image_volume(self, spec: str, target: str,
-                                 idmap: str = "") -> tuple[str, str]:
+                                 ids: RootfsIds | None = None) -> tuple[str, str]:
         """Image ``spec`` (a reference or id, pulled already) read-only at ``target``:
         (image id, mount point)."""
         img = self.get(spec)
         if img is None:
             raise errors.NotFound(f"image {spec!r} not found (pull it first)")
-        return img.id, await self.rootfs.mount_volume(img, target, idmap)
+        return img.id, await self.rootfs.mount_volume(img, target, ids)
+
+    def drop_shifted(self, keep: set[str]) -> None:
+        """Remove the shifted layer copies of every mapping not in ``keep`` (and copies a
+        crash interrupted): the caller knows which its containers still use."""
+        shifted = self.rootfs.shifted
+        shifted.remove_tmp()
+        for key in shifted.keys() - keep:
+            shifted.drop(key)
 
     async def unmount_rootfs(self, container_dir: str) -> None:
         """The rootfs and the image volumes of a container."""

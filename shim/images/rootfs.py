@@ -1,5 +1,6 @@
 """Rootfs for containers: an image's snapshots as an overlay (the container's rootfs) or
-read-only at a target (an image volume), and their unmounting."""
+read-only at a target (an image volume), and their unmounting. For a container in a user
+namespace the snapshots are idmapped, or replaced by shifted copies (shifted.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 
 from shim import errors
 from shim.images.model import Image
+from shim.images.shifted import RootfsIds, ShiftedCopies
 from shim.images.snapshots import (
     EMPTY,
     SnapshotStore,
@@ -23,6 +25,7 @@ IMAGE_VOLUMES_DIR = "imagevols"  # <container dir>/imagevols/<n>: image volume m
 class Rootfs:
     def __init__(self, snapshots: SnapshotStore) -> None:
         self.snapshots = snapshots
+        self.shifted = ShiftedCopies(snapshots.root)
 
     def lowers(self, img: Image) -> list[str]:
         """The overlay's lower dirs, top layer first (relative to the snapshot root)."""
@@ -33,15 +36,26 @@ class Rootfs:
             )
         return [self.snapshots.rel_fs(c) for c in reversed(img.chain_ids)] or [EMPTY]
 
-    async def mount(self, img: Image, container_dir: str, idmap: str = "",
-                    owner: tuple[int, int] = (0, 0)) -> str:
-        """Overlay of the image's layers at ``container_dir/rootfs``; returns that path."""
-        return await mount_overlay(self.snapshots.root, self.lowers(img), container_dir, idmap,
-                                   owner)
+    async def _lowers(self, img: Image, ids: RootfsIds | None) -> tuple[list[str], str]:
+        """(lower dirs, the user namespace to idmap them with, or "")."""
+        lowers = self.lowers(img)
+        if ids is None:
+            return lowers, ""
+        if ids.copy:
+            return await self.shifted.lowers(lowers, ids), ""
+        return lowers, ids.userns
 
-    async def mount_volume(self, img: Image, target: str, idmap: str = "") -> str:
+    async def mount(self, img: Image, container_dir: str, ids: RootfsIds | None = None) -> str:
+        """Overlay of the image's layers at ``container_dir/rootfs``; returns that path.
+        ``ids``: a container in a user namespace, which sees the image's files as its own."""
+        lowers, idmap = await self._lowers(img, ids)
+        return await mount_overlay(self.snapshots.root, lowers, container_dir, idmap,
+                                   ids.owner() if ids else (0, 0))
+
+    async def mount_volume(self, img: Image, target: str, ids: RootfsIds | None = None) -> str:
         """The image read-only at ``target``; returns the mount point."""
-        return await mount_readonly(self.snapshots.root, self.lowers(img), target, idmap)
+        lowers, idmap = await self._lowers(img, ids)
+        return await mount_readonly(self.snapshots.root, lowers, target, idmap)
 
     async def unmount(self, container_dir: str) -> None:
         """The rootfs and the image volumes of a container."""

@@ -249,10 +249,11 @@ async def mount_overlay(snapshot_root: str, lowers: list[str], container_dir: st
     if os.path.ismount(rootfs):
         return rootfs
     opts = overlay_options(lowers, upper, work)
+    if owner != (0, 0):
+        os.chown(upper, *owner)  # the rootfs's own "/" (an overlay shows its upper's root)
     if not idmap:
         await _mount(snapshot_root, opts, rootfs, "rootfs")
         return rootfs
-    os.chown(upper, *owner)  # the rootfs's own "/" (an overlay shows its upper's root dir)
     async with _idmapped_views(os.path.join(container_dir, IDMAP_VIEWS),
                                {"lower": snapshot_root}, idmap) as v:
         await _mount(v["lower"], opts, rootfs, "rootfs")

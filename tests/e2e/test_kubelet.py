@@ -585,6 +585,45 @@ def test_runtime_class_from_the_chart_runs_pods_under_crun(kube: Kube, tmp_path:
         kube.kubectl("delete", "-f", str(tmp_path / "rc.yaml"), "--ignore-not-found")
 
 
+@pytest.mark.skipif(RUNTIME != "tether", reason="Tether's own annotation")
+def test_user_namespaced_pod_by_annotation(kube: Kube) -> None:
+    """This kubelet (1.24) predates hostUsers: the pod asks Tether by annotation. What a
+    user does with a pod works the same, as root in a namespace of the pod's own."""
+    kube.kubectl("create", "configmap", "e2e-userns", "--from-literal=greeting=hello-userns")
+    main = ["sh", "-c", "echo hello from $(id -u):$(id -g); trap 'exit 0' TERM; "
+            "sleep 3600 & wait"]
+    doc = pod("userns", container("main", main, volumeMounts=[
+        {"name": "work", "mountPath": "/work"}, {"name": "cm", "mountPath": "/cm"}]),
+        container("web", image=NGINX), shareProcessNamespace=True,
+        volumes=[{"name": "work", "emptyDir": {}},
+                 {"name": "cm", "configMap": {"name": "e2e-userns"}}])
+    doc["metadata"]["annotations"] = {"io.tether.userns-mode": "auto"}
+    run_ready(kube, doc, timeout=90)
+    uid_map = exec_(kube, "userns", "cat", "/proc/self/uid_map").stdout.split()
+    assert uid_map[0] == "0" and int(uid_map[1]) >= 2**31 and uid_map[2] == "65536", uid_map
+    # root in the pod, over the image's files, the kubelet's emptyDir and ConfigMap
+    out = exec_(kube, "userns", "sh", "-c", "id -u; stat -c %u /bin/busybox; "
+                "echo written > /work/f && cat /work/f; cat /cm/greeting").stdout
+    assert out.split() == ["0", "0", "written", "hello-userns"], out
+    assert exec_(kube, "userns", "cat", stdin="via stdin\n").stdout == "via stdin\n"
+    # one PID namespace for the pod (catatonit its PID 1), every process root in it; the
+    # stand-in nginx (critest's image) serves its page
+    ps = exec_(kube, "userns", "ps", "-o", "pid,user,args").stdout
+    assert re.search(r"^\s*1\s+root\s+\S*catatonit", ps, re.M), ps
+    assert re.search(r"^\s*\d+\s+root\s+nginx: master process", ps, re.M), ps
+    page = exec_(kube, "userns", "wget", "-q", "-O", "-", "http://127.0.0.1/").stdout
+    assert "Welcome to nginx!" in page
+    # from the node: the pod's processes run as the pod's ids, not as root
+    cid = cstatus(kube, "userns")["containerID"].split("//", 1)[1]
+    info = json.loads(kube.crictl("inspect", cid).stdout)["info"]
+    uid_line = next(line for line in Path(f"/proc/{info['pid']}/status").read_text()
+                    .splitlines() if line.startswith("Uid:"))
+    assert int(uid_line.split()[1]) == int(uid_map[1]), uid_line
+    assert kube.kubectl("logs", "userns", "-c", "main").stdout == "hello from 0:0\n"
+    delete(kube, "userns")
+    kube.kubectl("delete", "configmap", "e2e-userns")
+
+
 def test_kubelet_restart_and_tether_restart_keep_pods(kube: Kube) -> None:
     run_ready(kube, pod("survivor", container("main", SLEEP)))
     before = cstatus(kube, "survivor")["containerID"]

@@ -126,7 +126,9 @@ def test_fs_info_matches_du(registry: ImageRegistry, image_daemon: ImageDaemon) 
     assert img.inodes_used.value == _du(d.images_dir, "--inodes")
     assert abs(img.timestamp - time.time_ns()) < 60e9
     assert ctr.fs_id.mountpoint == str(d.daemon.root / "containers")
-    assert ctr.used_bytes.value == 0
+    # no container yet: the (searchable, not listable) dir itself
+    assert ctr.used_bytes.value == _du(d.daemon.root / "containers", "-B1")
+    assert ctr.inodes_used.value == 1
 
 
 def test_layers_present_are_not_fetched(

@@ -140,6 +140,40 @@ def test_inodes_owners_and_sharing_match_proc(ctr: Ctr) -> None:
     assert str(a["pid"]["inode"]) in table.stdout and "default/shared/b" in table.stdout
 
 
+def test_a_pods_user_namespace_is_the_pods(ctr: Ctr) -> None:
+    m = [pb.IDMapping(container_id=0, host_id=900000, length=65536)]
+    sid, cfg = run_pod(ctr, "userns", privileged=True, pid=pb.POD)
+    ns = cfg.linux.security_context.namespace_options
+    ns.userns_options.CopyFrom(pb.UserNamespace(mode=pb.POD, uids=m, gids=m))
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    sid = ctr.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg, runtime_handler=ctr.handler),
+                               timeout=60).pod_sandbox_id
+    ctr.run(sid, cfg, "app", ["sleep", "600"])
+    # privileged, but root only in the pod's own user namespace
+    ctr.run(sid, cfg, "root", ["sleep", "600"], linux=pb.LinuxContainerConfig(
+        security_context=pb.LinuxContainerSecurityContext(privileged=True)))
+    subjects = by_label(ns_json(ctr))
+    pod_user = subjects["default/userns"]["namespaces"]["user"]
+    assert pod_user["owner"] == "pod"
+    assert pod_user["inode"] == stat_inode(subjects["default/userns"]["pid"], "user")
+    assert pod_user["inode"] != stat_inode("self", "user")
+    for name in ("app", "root"):
+        user = subjects[f"default/userns/{name}"]["namespaces"]["user"]
+        assert (user["owner"], user["inode"]) == ("pod", pod_user["inode"])
+    assert pod_user["sharedWith"] == ["default/userns/app", "default/userns/root"]
+    # so a privileged container there is not root on the node: check has nothing to say
+    r = tether_ns(ctr, "check")
+    assert (r.returncode, r.stdout) == (0, "no risky namespace sharing found\n"), r.stderr
+    # and the store knows it when the daemon is down
+    ctr.env.cri.close()
+    ctr.env.daemon.kill()
+    r = tether_ns(ctr, "--json")
+    assert r.returncode == 0, r.stderr
+    down = by_label(json.loads(r.stdout))
+    assert down["default/userns"]["namespaces"]["user"]["inode"] == pod_user["inode"]
+    assert down["default/userns/root"]["namespaces"]["user"]["owner"] == "pod"
+
+
 @pytest.mark.parametrize("ctr", ["runc", "crun"], indirect=True)
 def test_cgroup_namespace_is_the_hosts_on_this_host_and_reported(ctr: Ctr) -> None:
     sid, cfg = run_pod(ctr, "cg")

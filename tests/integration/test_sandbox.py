@@ -476,8 +476,11 @@ def test_status_verbose_info(env: Env) -> None:
     st, info = env.status(sid)
     assert st.id == sid and st.metadata.name == "v"
     assert info["pid"] > 0
-    assert set(info["namespaces"]) == {"net", "ipc", "uts", "pid"}
+    assert set(info["namespaces"]) == {"user", "net", "ipc", "uts", "pid"}
     assert info["namespaces"]["pid"]["mode"] == "CONTAINER"
+    # no user namespace asked for: the node's
+    assert info["namespaces"]["user"]["mode"] == "NODE"
+    assert info["namespaces"]["user"]["inode"] == os.stat("/proc/self/ns/user").st_ino
     assert info["cniResult"]["ips"][0]["address"].startswith(st.network.ip)
     assert Path(info["sandboxDir"]).is_dir()
     with pytest.raises(grpc.RpcError) as e:

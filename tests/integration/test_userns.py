@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,7 +16,8 @@ import pytest
 
 from shim.cri import api_pb2 as pb
 from tests.integration.test_containers import Ctr, ctr  # noqa: F401
-from tests.integration.test_sandbox import pod_config
+from tests.integration.test_sandbox import pod_config, start_env, stop_env
+from tests.rig.images import ImageRegistry
 
 # per handler, so that the two runs never share ids
 HOST_IDS = {"runc": 300000, "crun": 400000}
@@ -126,3 +128,146 @@ def test_an_idmapped_volume_keeps_the_nodes_owners(ctr: Ctr, tmp_path: Path) -> 
     ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
     assert stat.S_ISDIR(os.stat(vol).st_mode) and (vol / "from-pod").exists()
     assert "/idmapped/" not in Path("/proc/self/mountinfo").read_text()
+
+
+@pytest.fixture
+def auto(tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
+    """A daemon that hands out two blocks of ids to pods that ask by annotation."""
+    env = start_env(tmp_path, extra_config=(
+        f'[images]\ninsecure_registries = ["{registry.host}"]\n'
+        f'[userns]\nauto_first_id = {AUTO_FIRST}\nauto_size = {SIZE}\nauto_count = 2\n'))
+    env.conflist([env.bridge(), {"type": "loopback"}])
+    ref = registry.ref("busybox")
+    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    yield Ctr(env, "runc", ref, tmp_path / "logs")
+    stop_env(env)
+
+
+AUTO_FIRST = 600000
+
+
+def annotated_pod(c: Ctr, name: str) -> tuple[str, pb.PodSandboxConfig]:
+    return c.pod(name, annotations={"io.tether.userns-mode": "auto"})
+
+
+def leftovers(c: Ctr) -> dict[str, list[str]]:
+    """Pins, sandbox dirs and container dirs on disk (what a refused pod must not leave)."""
+    run, root = c.env.daemon.run_dir, c.env.daemon.root
+    return {"pins": sorted(p.name for p in run.glob("ns/*/*")),
+            "sandboxes": sorted(p.name for p in run.glob("sandboxes/*")),
+            "containers": sorted(p.name for p in root.glob("containers/*"))}
+
+
+def test_tether_allocates_blocks_by_annotation(auto: Ctr) -> None:
+    c = auto
+    a, _ = annotated_pod(c, "a")
+    b, bcfg = annotated_pod(c, "b")
+    blocks = {sid: pod_info(c, sid)["namespaces"]["user"] for sid in (a, b)}
+    assert blocks[a]["uidMappings"] == [{"container_id": 0, "host_id": AUTO_FIRST,
+                                         "length": SIZE}]
+    assert blocks[b]["uidMappings"][0]["host_id"] == AUTO_FIRST + SIZE
+    assert blocks[a]["allocated"] is True
+    cid = c.run(b, bcfg, "main", ["sleep", "600"])
+    assert c.out(cid, "cat", "/proc/self/uid_map").split() == ["0", str(AUTO_FIRST + SIZE),
+                                                               str(SIZE)]
+    # both blocks taken: a third pod is refused, and nothing of it is left
+    before = leftovers(c)
+    with pytest.raises(grpc.RpcError) as e:
+        annotated_pod(c, "c")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "no free block" in (e.value.details() or "")
+    assert leftovers(c) == before
+    # the allocations are the records': a restarted daemon still knows both blocks
+    c.env.daemon.stop()
+    c.env.daemon.start()
+    c.env.cri = c.env.daemon.client()
+    with pytest.raises(grpc.RpcError) as e:
+        annotated_pod(c, "c")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # the pod and its container kept running through the restart, in their namespace
+    assert c.out(cid, "cat", "/proc/self/uid_map").split()[1] == str(AUTO_FIRST + SIZE)
+    # a removed pod's block is free again
+    c.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=a))
+    d, _ = annotated_pod(c, "d")
+    assert pod_info(c, d)["namespaces"]["user"]["uidMappings"][0]["host_id"] == AUTO_FIRST
+
+
+def test_refused_pods_leave_nothing(auto: Ctr) -> None:
+    c = auto
+    before = leftovers(c)
+    m = [pb.IDMapping(container_id=0, host_id=700000, length=SIZE)]
+    for change, code in [
+        (lambda o: o.userns_options.CopyFrom(pb.UserNamespace(mode=pb.CONTAINER)),
+         grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda o: (o.userns_options.CopyFrom(pb.UserNamespace(mode=pb.POD, uids=m, gids=m)),
+                    setattr(o, "network", pb.NODE)), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        cfg = pod_config("refused")
+        change(cfg.linux.security_context.namespace_options)
+        with pytest.raises(grpc.RpcError) as e:
+            c.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60)
+        assert e.value.code() == code, e.value.details()
+        assert "namespace_options" in (e.value.details() or "")
+    assert leftovers(c) == before
+    assert not c.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+
+
+def test_image_volume_in_a_user_namespace(ctr: Ctr, registry: ImageRegistry) -> None:  # noqa: F811
+    web = registry.ref("web")
+    ctr.env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=web)),
+                                 timeout=120)
+    sid, pcfg = userns_pod(ctr, "imgvol", HOST_IDS[ctr.handler] + 2 * SIZE)
+    vol = pb.Mount(container_path="/vol", readonly=True, image=pb.ImageSpec(image=web))
+    cid = ctr.run(sid, pcfg, "main", ["sleep", "600"], mounts=[vol])
+    # the image's files are root's in the pod here too
+    assert ctr.out(cid, "stat", "-c", "%u:%g", "/vol/www/index.html") == "0:0"
+    assert "hello from tether-test-web" in ctr.out(cid, "cat", "/vol/www/index.html")
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    assert "imagevols" not in mountinfo and ".idmap" not in mountinfo
+
+
+@pytest.fixture
+def copying(tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
+    """A daemon that gives user-namespaced containers shifted copies of the layers."""
+    env = start_env(tmp_path, extra_config=(
+        f'[images]\ninsecure_registries = ["{registry.host}"]\n[userns]\nrootfs = "copy"\n'))
+    env.conflist([env.bridge(), {"type": "loopback"}])
+    ref = registry.ref("busybox")
+    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    yield Ctr(env, "crun", ref, tmp_path / "logs")
+    stop_env(env)
+
+
+LISTING = ["sh", "-c", "find / -xdev ! -path '/proc*' ! -path '/sys*' ! -path '/dev*' "
+           "! -path /etc/hostname ! -path /etc/resolv.conf -exec stat -c '%a %u %g %n' {} + "
+           "| sort"]
+
+
+def test_shifted_copies_show_the_image_as_it_is(copying: Ctr) -> None:
+    c = copying
+    plain, plain_cfg = c.pod("plain")
+    reference = c.out(c.run(plain, plain_cfg, "ref", ["sleep", "600"]), *LISTING)
+    assert " 0 0 /bin/busybox\n" in reference
+    h = 500000
+    sid, pcfg = userns_pod(c, "copied", h)
+    one = c.run(sid, pcfg, "one", ["sleep", "600"])
+    two = c.run(sid, pcfg, "two", ["sleep", "600"])
+    # every file of the image with its owner and mode (set-id bits too), as without a
+    # user namespace: the same listing, from inside the pod's namespace
+    assert c.out(one, *LISTING) == reference
+    assert c.out(one, "cat", "/proc/self/uid_map").split() == ["0", str(h), str(SIZE)]
+    assert c.exec(one, "sh", "-c", "echo x > /etc/new").exit_code == 0
+    # one copy per mapping, shared by the pod's containers, none for the plain pod
+    shifted = c.env.daemon.root / "images" / "snapshots" / "shifted"
+    keys = [p.name for p in shifted.iterdir()]
+    assert len(keys) == 1 and str(h) in keys[0], keys
+    layers = list((shifted / keys[0]).iterdir())
+    assert layers and all(os.stat(p / "fs").st_uid == h for p in layers if (p / "fs").exists())
+    # gone with the last container that used it
+    c.rt.StopContainer(pb.StopContainerRequest(container_id=one, timeout=0))
+    c.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=one))
+    assert [p.name for p in shifted.iterdir()] == keys
+    assert c.out(two, "cat", "/etc/hostname")
+    c.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert list(shifted.iterdir()) == []
