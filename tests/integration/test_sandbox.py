@@ -643,15 +643,18 @@ def test_dual_stack_ips(env: Env) -> None:
     assert next(ip.ip for ip in st.network.additional_ips).startswith("fd00:89::")
 
 
-def test_daemon_sigkilled_mid_burst_keeps_a_whole_store(env: Env) -> None:
+@pytest.mark.parametrize("userns", [False, True], ids=["node-user", "pod-userns"])
+def test_daemon_sigkilled_mid_burst_keeps_a_whole_store(env: Env, userns: bool) -> None:
     """SIGKILL the daemon in the middle of a burst of RunPodSandbox writes: on restart the
     database opens, passes integrity_check and holds only whole records; half-made pods are
-    gone and whole ones are ready."""
+    gone and whole ones are ready. Pods with user namespaces of their own (Tether's blocks)
+    too: their pins and the helpers that made them leave nothing either."""
     import sqlite3
 
     before = snapshot(env)
+    asked = {"annotations": {"io.tether.userns-mode": "auto"}} if userns else {}
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(env.run, f"burst{i}") for i in range(16)]
+        futures = [pool.submit(env.run, f"burst{i}", **asked) for i in range(16)]
         # Kill once the burst is under way: some pods made, others half-made.
         pins = env.daemon.run_dir / "ns" / "net"
         deadline = time.monotonic() + 30
@@ -671,10 +674,15 @@ def test_daemon_sigkilled_mid_burst_keeps_a_whole_store(env: Env) -> None:
     env.cri = env.daemon.client()
     items = env.cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items
     assert all(i.state == pb.SANDBOX_READY for i in items)  # the half-made ones were undone
+    blocks = set()
     for i in items:
         st, info = env.status(i.id)
         assert st.network.ip and os.path.exists(f"/proc/{info['pid']}")
+        if userns:
+            blocks.add(info["namespaces"]["user"]["uidMappings"][0]["host_id"])
+            assert os.stat(f"/proc/{info['pid']}").st_uid in blocks
         env.remove(i.id)
+    assert len(blocks) == (len(items) if userns else 0)  # one block each, none shared
     assert snapshot(env) == before
 
 
