@@ -53,7 +53,7 @@ from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
 MESSAGE_LIMIT = 4096  # bytes of a runtime's error kept in ContainerStatus.message
-IDMAPPED_DIR = "idmapped"  # <container dir>/idmapped/<n>: idmapped copies of volume mounts
+IDMAPPED_DIR = "idmapped"  # <container dir>/idmapped/<n>: idmapped mounts of volumes
 REOPEN_WAIT = 5.0  # seconds conmon may take to reopen the log
 
 
@@ -300,9 +300,9 @@ class ContainerManager:
     @staticmethod
     def _idmapped_volumes(d: ContainerDetails, config: pb.ContainerConfig,
                           pd: SandboxDetails) -> pb.ContainerConfig:
-        """Each mount with uid/gid mappings (the kubelet's, for a pod with a user namespace)
-        made an idmapped copy of its host path under ``<container>/idmapped/<i>``, which the
-        spec binds instead: the node's files keep their owners as the pod sees them."""
+        """Each mount with uid/gid mappings (the kubelet's, for a pod with a user namespace):
+        an idmapped mount of its host path attached at ``<container>/idmapped/<i>``, which the
+        spec binds instead, so the node's files keep their owners as the pod sees them."""
         user_ns = pd.user_namespace()
         out = pb.ContainerConfig()
         out.CopyFrom(config)
