@@ -24,6 +24,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from cni.fileio import atomic_write
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
@@ -691,10 +692,7 @@ def _read_image_file(rootfs: str, path: str, limit: int = 1 << 20) -> str:
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc), 0o600)  # it may hold the container's secrets (env)
 
 
 def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:
