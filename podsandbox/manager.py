@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Generic
 
 from cni.errdefs import (
     AlreadyExists,
@@ -28,6 +28,8 @@ from cni.errdefs import (
 from cni.manager import CNIManager
 from cni.types import NetworkResult, PodNetwork
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
+from podsandbox.observe import QUIET, Logger, SpanFactory, no_span
+from podsandbox.repository import NewRecord, Rec, SandboxRecord, SandboxRepository
 from podsandbox.types import (
     Mode,
     NamespaceModes,
@@ -37,22 +39,27 @@ from podsandbox.types import (
     SandboxSpec,
     State,
 )
-from shim import log, tracing
-from shim.store import SandboxRecord, Store
 
-Hook = Callable[[SandboxRecord], Any]
+Hook = Callable[[Rec], Any]
 
 
 def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
     return f"{name}_{namespace}_{uid}_{attempt}"
 
 
-class SandboxManager:
-    def __init__(self, cfg: SandboxConfig, store: Store, cni: CNIManager) -> None:
+class SandboxManager(Generic[Rec]):
+    """Over any repository of sandbox records (the daemon's: ``shim.store``), logging and
+    tracing through what the daemon hands in (``podsandbox.observe``)."""
+
+    def __init__(self, cfg: SandboxConfig, records: SandboxRepository[Rec],
+                 new_record: NewRecord[Rec], cni: CNIManager, *,
+                 logger: Logger = QUIET, span: SpanFactory = no_span) -> None:
         self.cfg = cfg
-        self.store = store
+        self.records = records
+        self.new_record = new_record
         self.cni = cni
-        self.logger = log.get("sandbox")
+        self.logger = logger
+        self.span = span
         self.run_dir = cfg.run_dir
         self.default_parent = cfg.default_cgroup_parent
         # Tether's own default parent: removed when its last pod goes.
@@ -62,15 +69,15 @@ class SandboxManager:
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
         self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
         # Containers of a pod are stopped/removed with it; the container manager sets these.
-        self.on_stop: Hook | None = None
-        self.on_remove: Hook | None = None
+        self.on_stop: Hook[Rec] | None = None
+        self.on_remove: Hook[Rec] | None = None
 
     # --- lookups -----------------------------------------------------------------------
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
 
     @contextlib.asynccontextmanager
-    async def ready(self, sandbox_id: str) -> AsyncIterator[SandboxRecord]:
+    async def ready(self, sandbox_id: str) -> AsyncIterator[Rec]:
         """Hold the pod's lock while it is READY: what is done inside (a container created
         or started in it) cannot interleave with its stop or removal, which take the same
         lock. FailedPrecondition when the pod is not ready; NotFound when unknown."""
@@ -82,11 +89,11 @@ class SandboxManager:
             yield pod
 
     def resolve(self, id_or_prefix: str) -> str | None:
-        return self.store.sandboxes.resolve(id_or_prefix)
+        return self.records.resolve(id_or_prefix)
 
-    def get(self, id_or_prefix: str) -> SandboxRecord:
+    def get(self, id_or_prefix: str) -> Rec:
         sid = self.resolve(id_or_prefix)
-        rec = self.store.sandboxes.get(sid) if sid else None
+        rec = self.records.get(sid) if sid else None
         if rec is None:
             raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
         return rec
@@ -145,7 +152,7 @@ class SandboxManager:
                 if spec.dns else None
             ),
         )
-        rec = SandboxRecord(
+        rec = self.new_record(
             id=sid, name=spec.name, namespace=spec.namespace, uid=spec.uid,
             attempt=spec.attempt, state=State.CREATING.value, created_at=time.time_ns(),
             runtime_handler=spec.runtime_handler, labels=dict(spec.labels),
@@ -153,9 +160,9 @@ class SandboxManager:
         )
         async with self._lock(sid):
             try:
-                with tracing.span("store.write", record="sandbox", state=rec.state,
+                with self.span("store.write", record="sandbox", state=rec.state,
                                   pod_sandbox_id=sid):
-                    await self.store.sandboxes.put(rec)  # intent, before any side effect
+                    await self.records.put(rec)  # intent, before any side effect
             except BaseException:
                 self._names.pop(key, None)
                 raise
@@ -163,17 +170,17 @@ class SandboxManager:
                 await self._create(rec, details, spec, sysctl_list)
             except BaseException as e:
                 self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
-                with tracing.span("sandbox.undo", pod_sandbox_id=sid):
+                with self.span("sandbox.undo", pod_sandbox_id=sid):
                     await self._undo(rec, details)
                 raise
         return sid
 
     async def _create(
-        self, rec: SandboxRecord, d: SandboxDetails, spec: SandboxSpec,
+        self, rec: Rec, d: SandboxDetails, spec: SandboxSpec,
         sysctl_list: tuple[tuple[str, str], ...],
     ) -> None:
         loop = asyncio.get_running_loop()
-        with tracing.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
+        with self.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
             files.prepare(d.sandbox_dir, d.hostname, spec.dns)
             if spec.modes.ipc is Mode.POD:
                 files.mount_shm(d.shm_path)
@@ -181,7 +188,7 @@ class SandboxManager:
             namespaces.prepare(d.pins)
         # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
         # period) overlaps the steps below; settled() is awaited before the pod is ready.
-        with tracing.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
+        with self.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
                           namespaces=",".join(sorted(d.pins))) as sp:
             started = await pauseholder.start(
                 self.cfg.pause_holder, d.pins, procs,
@@ -192,8 +199,8 @@ class SandboxManager:
         d.holder, d.launcher = started.holder, started.launcher
         d.inodes = namespaces.inodes(d.pins)
         rec.details = d.to_dict()
-        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
-            await self.store.sandboxes.put(rec)
+        with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.records.put(rec)
         # Hostname, lo and sysctls do not depend on CNI: both run at once (as tasks, which
         # take the current span along as their parent).
         setup = self._traced_setup(rec.id, d, spec.modes, sysctl_list)
@@ -208,22 +215,22 @@ class SandboxManager:
             d.cni_network = result.network_name
             d.ips = [str(ip.address.ip) for ip in result.sandbox_ips()]
             d.cni_result = dict(result.raw)
-        with tracing.span("sandbox.settle", pod_sandbox_id=rec.id):
+        with self.span("sandbox.settle", pod_sandbox_id=rec.id):
             await started.settled()
         rec.details = d.to_dict()
         rec.state = State.READY.value
-        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
-            await self.store.sandboxes.put(rec)
+        with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.records.put(rec)
         self._watch(rec.id, d)
 
     async def _traced_setup(self, sid: str, d: SandboxDetails, modes: NamespaceModes,
                             sysctl_list: tuple[tuple[str, str], ...]) -> None:
-        with tracing.span("sandbox.namespaces", pod_sandbox_id=sid, sysctls=len(sysctl_list)):
+        with self.span("sandbox.namespaces", pod_sandbox_id=sid, sysctls=len(sysctl_list)):
             await asyncio.get_running_loop().run_in_executor(
                 None, self._setup_namespaces, d, modes, sysctl_list)
 
-    async def _traced_cni_add(self, rec: SandboxRecord, d: SandboxDetails) -> NetworkResult:
-        with tracing.span("cni.add", pod_sandbox_id=rec.id) as sp:
+    async def _traced_cni_add(self, rec: Rec, d: SandboxDetails) -> NetworkResult:
+        with self.span("cni.add", pod_sandbox_id=rec.id) as sp:
             result = await self.cni.add(self._pod_network(rec, d))
             if sp.recording:
                 sp.set(network=result.network_name,
@@ -247,7 +254,7 @@ class SandboxManager:
 
         kernel.in_namespaces(joined, work)
 
-    def _pod_network(self, rec: SandboxRecord, d: SandboxDetails) -> PodNetwork:
+    def _pod_network(self, rec: Rec, d: SandboxDetails) -> PodNetwork:
         from cni.types import Bandwidth, DNSConfig, PortMapping
 
         pin = d.pins.get("net", "")
@@ -268,7 +275,7 @@ class SandboxManager:
             ),
         )
 
-    async def _undo(self, rec: SandboxRecord, d: SandboxDetails) -> None:
+    async def _undo(self, rec: Rec, d: SandboxDetails) -> None:
         """Reverse every step RunPodSandbox may have taken; each part is idempotent."""
         errors: list[str] = []
 
@@ -312,8 +319,8 @@ class SandboxManager:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.popen.wait(5)  # reap our child
 
-    async def _forget(self, rec: SandboxRecord) -> None:
-        await self.store.sandboxes.delete(rec)
+    async def _forget(self, rec: Rec) -> None:
+        await self.records.delete(rec)
         key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
         if self._names.get(key) == rec.id:
             del self._names[key]
@@ -325,12 +332,12 @@ class SandboxManager:
         if sid is None:
             return  # stopping an unknown pod succeeds, as the CRI asks
         async with self._lock(sid):
-            rec = self.store.sandboxes.get(sid)
+            rec = self.records.get(sid)
             if rec is None:
                 return
             await self._stop_locked(rec)
 
-    async def _stop_locked(self, rec: SandboxRecord) -> None:
+    async def _stop_locked(self, rec: Rec) -> None:
         d = SandboxDetails.from_dict(rec.details)
         if d.stopped:
             return
@@ -338,7 +345,7 @@ class SandboxManager:
             await self._undo(rec, d)
             return
         rec.state = State.STOPPING.value
-        await self.store.sandboxes.put(rec)
+        await self.records.put(rec)
         if self.on_stop is not None:
             await self.on_stop(rec)
         if d.modes.get("net") == Mode.POD.value:
@@ -348,14 +355,14 @@ class SandboxManager:
         d.stopped = True
         rec.details = d.to_dict()
         rec.state = State.NOTREADY.value
-        await self.store.sandboxes.put(rec)
+        await self.records.put(rec)
 
     async def remove(self, id_or_prefix: str) -> None:
         sid = self.resolve(id_or_prefix)
         if sid is None:
             return
         async with self._lock(sid):
-            rec = self.store.sandboxes.get(sid)
+            rec = self.records.get(sid)
             if rec is None:
                 return
             if rec.state == State.CREATING.value:
@@ -364,10 +371,10 @@ class SandboxManager:
             if rec.state != State.REMOVING.value:
                 await self._stop_locked(rec)
                 rec.state = State.REMOVING.value
-                await self.store.sandboxes.put(rec)
+                await self.records.put(rec)
             await self._remove_locked(rec)
 
-    async def _remove_locked(self, rec: SandboxRecord) -> None:
+    async def _remove_locked(self, rec: Rec) -> None:
         d = SandboxDetails.from_dict(rec.details)
         if self.on_remove is not None:
             await self.on_remove(rec)
@@ -418,7 +425,7 @@ class SandboxManager:
 
     async def _mark_notready(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
-            rec = self.store.sandboxes.get(sandbox_id)
+            rec = self.records.get(sandbox_id)
             if rec is None or rec.state != State.READY.value:
                 return
             d = SandboxDetails.from_dict(rec.details)
@@ -426,14 +433,14 @@ class SandboxManager:
                 return
             self.logger.warning("pause-holder died; pod not ready", pod_sandbox_id=sandbox_id)
             rec.state = State.NOTREADY.value
-            await self.store.sandboxes.put(rec)
+            await self.records.put(rec)
 
     # --- reconcile ------------------------------------------------------------------------
     async def reconcile(self) -> None:
         """At start: finish or undo interrupted work, notice dead pause-holders, and remove
         what no record owns (pins, sandbox dirs, CNI cache entries)."""
         summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
-        for rec in self.store.sandboxes.list():
+        for rec in self.records.list():
             d = SandboxDetails.from_dict(rec.details)
             key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
             self._names[key] = rec.id
@@ -452,19 +459,19 @@ class SandboxManager:
                         self._watch(rec.id, d)
                     else:
                         rec.state = State.NOTREADY.value
-                        await self.store.sandboxes.put(rec)
+                        await self.records.put(rec)
                         summary["notready"] += 1
             except TetherError as e:
                 self.logger.error("reconcile failed", pod_sandbox_id=rec.id, error=e.message)
         orphans = await self._remove_orphans()
         self.logger.info("sandboxes reconciled", **summary, orphans=orphans,
-                         sandboxes=len(self.store.sandboxes))
+                         sandboxes=len(self.records))
 
     async def _remove_orphans(self) -> int:
         # Only this daemon's private dirs are scanned. Cgroups are not: the intent record is
         # written before a cgroup is made and kept until undo succeeds, and the parent cgroup
         # may be shared with another runtime's pods.
-        known = set(self.store.sandboxes.ids())
+        known = set(self.records.ids())
         count = 0
         for sid in namespaces.pinned_ids(self.run_dir) - known:
             namespaces.unpin(namespaces.pin_paths(self.run_dir, sid, ("net", "ipc", "uts", "pid")))

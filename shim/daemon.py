@@ -33,7 +33,7 @@ from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
 from shim.socket import SocketGuard
 from shim.stats.collector import Collector
-from shim.store import Store
+from shim.store import SandboxRecord, Store
 from shim.streaming.server import StreamingServer
 
 
@@ -62,7 +62,8 @@ class Daemon:
             run_dir=cfg.paths.run, handlers=frozenset(cfg.runtime.handlers),
             cgroup_driver=cfg.runtime.cgroup_driver,
             default_cgroup_parent=cfg.runtime.default_cgroup_parent,
-            pause_holder=cfg.runtime.pause_holder), self.store, self.cni)
+            pause_holder=cfg.runtime.pause_holder), self.store.sandboxes, SandboxRecord, self.cni,
+            logger=log.get("sandbox"), span=tracing.span)
         kernel_rro = features.kernel_has_mount_setattr()
         self.features = {name: features.probe(h.path, kernel_rro)
                          for name, h in cfg.runtime.handlers.items()}

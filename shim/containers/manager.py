@@ -64,7 +64,7 @@ def _inode(path: str) -> tuple[int, int] | None:
 
 
 class ContainerManager:
-    def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager,
+    def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager[SandboxRecord],
                  images: Any, runtime_options: RuntimeOptions,
                  features: Mapping[str, HandlerFeatures] | None = None) -> None:
         self.cfg = cfg
