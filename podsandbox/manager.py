@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from cni.errdefs import (
     AlreadyExists,
@@ -26,7 +26,7 @@ from cni.errdefs import (
     TetherError,
 )
 from cni.manager import CNIManager
-from cni.types import NetworkResult, PodNetwork
+from cni.types import Bandwidth, DNSConfig, NetworkResult, PodNetwork, PortMapping
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
 from podsandbox.observe import QUIET, Logger, SpanFactory, no_span
 from podsandbox.repository import NewRecord, Rec, SandboxRecord, SandboxRepository
@@ -40,7 +40,15 @@ from podsandbox.types import (
     State,
 )
 
-Hook = Callable[[Rec], Any]
+
+class PodContainers(Protocol):
+    """The containers of a pod, stopped and removed with it (the container manager). Handed
+    to each call that needs them, StopPodSandbox, RemovePodSandbox and reconcile, rather than
+    set on the manager: the container manager is built after this one, with it."""
+
+    async def stop_pod_containers(self, sandbox_id: str) -> None: ...
+
+    async def remove_pod_containers(self, sandbox_id: str) -> None: ...
 
 
 def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
@@ -68,9 +76,6 @@ class SandboxManager(Generic[Rec]):
         self._names: dict[str, str] = {}
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
         self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
-        # Containers of a pod are stopped/removed with it; the container manager sets these.
-        self.on_stop: Hook[Rec] | None = None
-        self.on_remove: Hook[Rec] | None = None
 
     # --- lookups -----------------------------------------------------------------------
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
@@ -255,8 +260,6 @@ class SandboxManager(Generic[Rec]):
         kernel.in_namespaces(joined, work)
 
     def _pod_network(self, rec: Rec, d: SandboxDetails) -> PodNetwork:
-        from cni.types import Bandwidth, DNSConfig, PortMapping
-
         pin = d.pins.get("net", "")
         return PodNetwork(
             sandbox_id=rec.id,
@@ -327,7 +330,11 @@ class SandboxManager(Generic[Rec]):
         self._locks.pop(rec.id, None)
 
     # --- stop / remove ---------------------------------------------------------------------
-    async def stop(self, id_or_prefix: str) -> None:
+    async def stop(self, id_or_prefix: str, containers: PodContainers) -> None:
+        """Under the pod's lock: the intent (``stopping``), then the pod's containers, the
+        network, the pause-holder; ``notready``. The lock keeps a CreateContainer out until
+        the intent is written (after which the pod is not ready); the intent lets reconcile
+        finish a stop the daemon died in, containers first, as here."""
         sid = self.resolve(id_or_prefix)
         if sid is None:
             return  # stopping an unknown pod succeeds, as the CRI asks
@@ -335,9 +342,9 @@ class SandboxManager(Generic[Rec]):
             rec = self.records.get(sid)
             if rec is None:
                 return
-            await self._stop_locked(rec)
+            await self._stop_locked(rec, containers)
 
-    async def _stop_locked(self, rec: Rec) -> None:
+    async def _stop_locked(self, rec: Rec, containers: PodContainers) -> None:
         d = SandboxDetails.from_dict(rec.details)
         if d.stopped:
             return
@@ -346,8 +353,7 @@ class SandboxManager(Generic[Rec]):
             return
         rec.state = State.STOPPING.value
         await self.records.put(rec)
-        if self.on_stop is not None:
-            await self.on_stop(rec)
+        await containers.stop_pod_containers(rec.id)
         if d.modes.get("net") == Mode.POD.value:
             # DEL even when the pin is gone: the plugins release IPs by container id.
             await self.cni.delete(self._pod_network(rec, d))
@@ -357,7 +363,9 @@ class SandboxManager(Generic[Rec]):
         rec.state = State.NOTREADY.value
         await self.records.put(rec)
 
-    async def remove(self, id_or_prefix: str) -> None:
+    async def remove(self, id_or_prefix: str, containers: PodContainers) -> None:
+        """Stop first (as ``stop``), then under the same lock the intent (``removing``), the
+        pod's containers removed, its pins, cgroup and files; the record last."""
         sid = self.resolve(id_or_prefix)
         if sid is None:
             return
@@ -369,15 +377,14 @@ class SandboxManager(Generic[Rec]):
                 await self._undo(rec, SandboxDetails.from_dict(rec.details))
                 return
             if rec.state != State.REMOVING.value:
-                await self._stop_locked(rec)
+                await self._stop_locked(rec, containers)
                 rec.state = State.REMOVING.value
                 await self.records.put(rec)
-            await self._remove_locked(rec)
+            await self._remove_locked(rec, containers)
 
-    async def _remove_locked(self, rec: Rec) -> None:
+    async def _remove_locked(self, rec: Rec, containers: PodContainers) -> None:
         d = SandboxDetails.from_dict(rec.details)
-        if self.on_remove is not None:
-            await self.on_remove(rec)
+        await containers.remove_pod_containers(rec.id)
         namespaces.unpin(d.pins)
         cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent)
         files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
@@ -436,9 +443,10 @@ class SandboxManager(Generic[Rec]):
             await self.records.put(rec)
 
     # --- reconcile ------------------------------------------------------------------------
-    async def reconcile(self) -> None:
-        """At start: finish or undo interrupted work, notice dead pause-holders, and remove
-        what no record owns (pins, sandbox dirs, CNI cache entries)."""
+    async def reconcile(self, containers: PodContainers) -> None:
+        """At start, after the containers' reconcile: finish or undo interrupted work
+        (a pod stopping or removing has its containers stopped or removed too), notice dead
+        pause-holders, and remove what no record owns (pins, sandbox dirs, CNI cache entries)."""
         summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
         for rec in self.records.list():
             d = SandboxDetails.from_dict(rec.details)
@@ -449,10 +457,10 @@ class SandboxManager(Generic[Rec]):
                     await self._undo(rec, d)
                     summary["rolled_back"] += 1
                 elif rec.state == State.STOPPING.value:
-                    await self._stop_locked(rec)
+                    await self._stop_locked(rec, containers)
                     summary["stopped"] += 1
                 elif rec.state == State.REMOVING.value:
-                    await self._remove_locked(rec)
+                    await self._remove_locked(rec, containers)
                     summary["removed"] += 1
                 elif rec.state == State.READY.value:
                     if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):

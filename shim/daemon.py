@@ -31,6 +31,7 @@ from shim.interceptor import Interceptor
 from shim.notify import notify
 from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
+from shim.rpc.services import Services
 from shim.socket import SocketGuard
 from shim.stats.collector import Collector
 from shim.store import SandboxRecord, Store
@@ -97,10 +98,11 @@ class Daemon:
     def _servicer(self, service: str) -> Any:
         """An object with one coroutine per method of the service: a handler or UNIMPLEMENTED."""
         methods: dict[str, Callable[..., Any]] = {}
+        services: Services = self  # what handlers may touch (mypy checks the daemon has it)
         for m in api_pb2.DESCRIPTOR.services_by_name[service].methods:
             fn = rpc.HANDLERS.get(m.name)
             methods[m.name] = (
-                _bind(self, fn, m.server_streaming)
+                _bind(services, fn, m.server_streaming)
                 if fn
                 else _unimplemented(service, m.name, m.server_streaming)
             )
@@ -112,7 +114,7 @@ class Daemon:
         try:
             await self.images.reconcile()
             await self.containers.reconcile()
-            await self.sandboxes.reconcile()
+            await self.sandboxes.reconcile(self.containers)
             # Objects made at start live for good: keep the cyclic GC from re-scanning them,
             # which shows as latency spikes on the kubelet's List polling.
             gc.freeze()
@@ -198,17 +200,17 @@ class Daemon:
         )
 
 
-def _bind(daemon: Daemon, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+def _bind(services: Services, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
     if streaming:
 
         async def stream(self: Any, request: Any, context: Any) -> Any:
-            async for item in fn(daemon, request, context):
+            async for item in fn(services, request, context):
                 yield item
 
         return stream
 
     async def unary(self: Any, request: Any, context: Any) -> Any:
-        return await fn(daemon, request, context)
+        return await fn(services, request, context)
 
     return unary
 

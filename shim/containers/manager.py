@@ -31,6 +31,7 @@ from podsandbox.types import Mode, Process, SandboxDetails
 from shim import log, tracing
 from shim.config import Config
 from shim.containers import events, exec_sync
+from shim.containers.metrics import OOM_KILLS
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
 from shim.errors import (
@@ -81,8 +82,6 @@ class ContainerManager:
         self._names: dict[str, str] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._watched: dict[str, int] = {}
-        sandboxes.on_stop = self._stop_pod_containers
-        sandboxes.on_remove = self._remove_pod_containers
 
     # --- lookups -------------------------------------------------------------------------
     def runtime(self, handler: str) -> OCIRuntime:
@@ -454,8 +453,6 @@ class ContainerManager:
         await self.store.containers.put(rec)
         self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
         if oom:
-            from shim.containers.metrics import OOM_KILLS
-
             OOM_KILLS.inc()
         self._signal_exit(cid)
 
@@ -539,12 +536,14 @@ class ContainerManager:
         self._locks.pop(rec.id, None)
         self._exited.pop(rec.id, None)
 
-    async def _stop_pod_containers(self, pod: SandboxRecord) -> None:
-        ids = [c.id for c in self.store.containers.list(lambda c: c.sandbox_id == pod.id)]
+    # The pod's side (podsandbox.manager.PodContainers): called under the pod's lock by
+    # StopPodSandbox, RemovePodSandbox and the sandboxes' reconcile.
+    async def stop_pod_containers(self, sandbox_id: str) -> None:
+        ids = self.store.containers.scan(lambda c: c.id if c.sandbox_id == sandbox_id else None)
         await asyncio.gather(*(self.stop(cid, 0) for cid in ids))
 
-    async def _remove_pod_containers(self, pod: SandboxRecord) -> None:
-        ids = [c.id for c in self.store.containers.list(lambda c: c.sandbox_id == pod.id)]
+    async def remove_pod_containers(self, sandbox_id: str) -> None:
+        ids = self.store.containers.scan(lambda c: c.id if c.sandbox_id == sandbox_id else None)
         await asyncio.gather(*(self.remove(cid) for cid in ids))
 
     # --- exec, logs, resources ---------------------------------------------------------------

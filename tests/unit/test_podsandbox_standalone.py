@@ -73,6 +73,20 @@ class DictRepository:
         self.data.pop(rec.id, None)
 
 
+class Containers:
+    """The pod's containers as the manager is handed them; records the calls beside the
+    repository's writes, to show the order."""
+
+    def __init__(self, repo: DictRepository) -> None:
+        self.repo = repo
+
+    async def stop_pod_containers(self, sandbox_id: str) -> None:
+        self.repo.puts.append((sandbox_id, "containers stopped"))
+
+    async def remove_pod_containers(self, sandbox_id: str) -> None:
+        self.repo.puts.append((sandbox_id, "containers removed"))
+
+
 class Recorder:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str, dict[str, Any]]] = []
@@ -101,14 +115,33 @@ def test_lookups_over_a_repository_of_its_own(tmp_path: Path) -> None:
     assert m.get("abc").id == "abc123"
     with pytest.raises(NotFound, match="'zzz'"):
         m.get("zzz")
-    asyncio.run(m.stop("zzz"))  # unknown: succeeds, as the CRI asks
-    asyncio.run(m.remove("zzz"))
+    asyncio.run(m.stop("zzz", Containers(repo)))  # unknown: succeeds, as the CRI asks
+    asyncio.run(m.remove("zzz", Containers(repo)))
+    assert repo.puts == []
+
+
+def test_stop_writes_the_intent_then_stops_the_containers(tmp_path: Path) -> None:
+    # no pause-holder, no cgroup, no network of its own: nothing on the host to undo
+    repo = DictRepository(Rec(id="p1", state=State.READY.value))
+    m = _manager(tmp_path, repo, Recorder())
+    asyncio.run(m.stop("p1", Containers(repo)))
+    assert repo.puts == [("p1", State.STOPPING.value), ("p1", "containers stopped"),
+                         ("p1", State.NOTREADY.value)]
+    asyncio.run(m.stop("p1", Containers(repo)))  # idempotent: nothing more
+    assert len(repo.puts) == 3
+
+
+def test_reconcile_finishes_a_stop_the_daemon_died_in(tmp_path: Path) -> None:
+    repo = DictRepository(Rec(id="p1", state=State.STOPPING.value))
+    asyncio.run(_manager(tmp_path, repo, Recorder()).reconcile(Containers(repo)))
+    assert repo.puts == [("p1", State.STOPPING.value), ("p1", "containers stopped"),
+                         ("p1", State.NOTREADY.value)]
 
 
 def test_reconcile_marks_a_pod_without_its_holder_notready_and_logs(tmp_path: Path) -> None:
     repo = DictRepository(Rec(id="p1", state=State.READY.value, details={"cgroup": "x"}))
     logger = Recorder()
-    asyncio.run(_manager(tmp_path, repo, logger).reconcile())
+    asyncio.run(_manager(tmp_path, repo, logger).reconcile(Containers(repo)))
     assert repo.puts == [("p1", State.NOTREADY.value)]
     done = [kw for level, event, kw in logger.lines if event == "sandboxes reconciled"]
     assert done == [{"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 1,
