@@ -70,7 +70,8 @@ class Daemon:
                          for name, h in cfg.runtime.handlers.items()}
         self.containers = ContainerManager(
             cfg, self.store, self.sandboxes, self.images,
-            host.runtime_options(cfg.runtime.pids_limit), self.features,
+            host.runtime_options(cfg.runtime.pids_limit, cfg.runtime.cgroup_driver),
+            self.features,
         )
         self.nspolicy = NamespacePolicy(cfg.namespaces)
         self.streaming = StreamingServer(

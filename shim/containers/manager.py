@@ -25,6 +25,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from cni.fileio import atomic_write
+from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
@@ -292,9 +293,9 @@ class ContainerManager:
 
     def _pod_context(self, pod: SandboxRecord, pd: SandboxDetails) -> PodContext:
         modes = {k: Mode(v) for k, v in pd.modes.items()}
-        # The pod's cgroup parent as a cgroupfs path: systemd slices are already expanded
-        # there, and containers sit beside the pause-holder.
-        parent = "/" + pd.cgroup.rsplit("/", 1)[0] if "/" in pd.cgroup else "/"
+        # containers sit beside the pause-holder, in the parent it was made in
+        parent = pod_cgroups.parent_name(self.sandboxes.host_view(pod).parent,
+                                         self.options.cgroup_driver)
         cfg = json.loads(pd.config_json) if pd.config_json else {}
         return PodContext(
             sandbox_id=pod.id, network=modes["net"], ipc=modes["ipc"], uts=modes["uts"],
