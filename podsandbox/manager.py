@@ -16,18 +16,18 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Generic, Protocol
+from typing import Any, Protocol
 
 from cni.errdefs import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     TetherError,
 )
 from cni.manager import CNIManager
 from cni.types import Bandwidth, DNSConfig, NetworkResult, PodNetwork, PortMapping
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls
+from podsandbox.lifecycle import Lifecycle
 from podsandbox.observe import QUIET, Logger, SpanFactory, no_span
 from podsandbox.repository import NewRecord, Rec, SandboxRecord, SandboxRepository
 from podsandbox.types import (
@@ -51,19 +51,21 @@ class PodContainers(Protocol):
     async def remove_pod_containers(self, sandbox_id: str) -> None: ...
 
 
-def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
+def _pod_key(name: str, namespace: str, uid: str, attempt: int) -> str:
     return f"{name}_{namespace}_{uid}_{attempt}"
 
 
-class SandboxManager(Generic[Rec]):
+class SandboxManager(Lifecycle[Rec]):
     """Over any repository of sandbox records (the daemon's: ``shim.store``), logging and
     tracing through what the daemon hands in (``podsandbox.observe``)."""
+
+    records: SandboxRepository[Rec]
 
     def __init__(self, cfg: SandboxConfig, records: SandboxRepository[Rec],
                  new_record: NewRecord[Rec], cni: CNIManager, *,
                  logger: Logger = QUIET, span: SpanFactory = no_span) -> None:
+        super().__init__("pod sandbox", records)
         self.cfg = cfg
-        self.records = records
         self.new_record = new_record
         self.cni = cni
         self.logger = logger
@@ -72,15 +74,12 @@ class SandboxManager(Generic[Rec]):
         self.default_parent = cfg.default_cgroup_parent
         # Tether's own default parent: removed when its last pod goes.
         self.own_parent = cgroups.parent_path(self.default_parent, cfg.cgroup_driver)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._names: dict[str, str] = {}
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
-        self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
+
+    def _name_key(self, rec: Rec) -> str:
+        return _pod_key(rec.name, rec.namespace, rec.uid, rec.attempt)
 
     # --- lookups -----------------------------------------------------------------------
-    def _lock(self, sandbox_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(sandbox_id, asyncio.Lock())
-
     @contextlib.asynccontextmanager
     async def ready(self, sandbox_id: str) -> AsyncIterator[Rec]:
         """Hold the pod's lock while it is READY: what is done inside (a container created
@@ -92,16 +91,6 @@ class SandboxManager(Generic[Rec]):
             if pod.state != State.READY.value:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
             yield pod
-
-    def resolve(self, id_or_prefix: str) -> str | None:
-        return self.records.resolve(id_or_prefix)
-
-    def get(self, id_or_prefix: str) -> Rec:
-        sid = self.resolve(id_or_prefix)
-        rec = self.records.get(sid) if sid else None
-        if rec is None:
-            raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
-        return rec
 
     def sandbox_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.run_dir, "sandboxes", sandbox_id)
@@ -129,13 +118,12 @@ class SandboxManager(Generic[Rec]):
         sid = secrets.token_hex(32)
         cgroup = cgroups.pod_cgroup(spec.cgroup_parent or self.default_parent,
                                     self.cfg.cgroup_driver, sid)
-        key = _name_key(spec.name, spec.namespace, spec.uid, spec.attempt)
-        if key in self._names:
+        key = _pod_key(spec.name, spec.namespace, spec.uid, spec.attempt)
+        if (holder := self._reserve(key, sid)) is not None:
             raise AlreadyExists(
                 f"pod sandbox {spec.namespace}/{spec.name} (uid {spec.uid}, attempt "
-                f"{spec.attempt}) already exists as {self._names[key]}"
+                f"{spec.attempt}) already exists as {holder}"
             )
-        self._names[key] = sid
         owned = spec.modes.owned()
         sdir = self.sandbox_dir(sid)
         details = SandboxDetails(
@@ -163,21 +151,19 @@ class SandboxManager(Generic[Rec]):
             runtime_handler=spec.runtime_handler, labels=dict(spec.labels),
             annotations=dict(spec.annotations), details=details.to_dict(),
         )
-        async with self._lock(sid):
-            try:
-                with self.span("store.write", record="sandbox", state=rec.state,
-                                  pod_sandbox_id=sid):
-                    await self.records.put(rec)  # intent, before any side effect
-            except BaseException:
-                self._names.pop(key, None)
-                raise
-            try:
-                await self._create(rec, details, spec, sysctl_list)
-            except BaseException as e:
-                self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
-                with self.span("sandbox.undo", pod_sandbox_id=sid):
-                    await self._undo(rec, details)
-                raise
+
+        async def intent() -> None:
+            with self.span("store.write", record="sandbox", state=rec.state,
+                           pod_sandbox_id=sid):
+                await self.records.put(rec)
+
+        async def undo(e: BaseException) -> None:
+            self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
+            with self.span("sandbox.undo", pod_sandbox_id=sid):
+                await self._undo(rec, details)
+
+        async with self._intent(sid, key, intent, undo):
+            await self._create(rec, details, spec, sysctl_list)
         return sid
 
     async def _create(
@@ -322,13 +308,6 @@ class SandboxManager(Generic[Rec]):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.popen.wait(5)  # reap our child
 
-    async def _forget(self, rec: Rec) -> None:
-        await self.records.delete(rec)
-        key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
-        if self._names.get(key) == rec.id:
-            del self._names[key]
-        self._locks.pop(rec.id, None)
-
     # --- stop / remove ---------------------------------------------------------------------
     async def stop(self, id_or_prefix: str, containers: PodContainers) -> None:
         """Under the pod's lock: the intent (``stopping``), then the pod's containers, the
@@ -408,23 +387,10 @@ class SandboxManager(Generic[Rec]):
     # --- liveness ------------------------------------------------------------------------
     def _watch(self, sandbox_id: str, d: SandboxDetails) -> None:
         """Learn of a pause-holder's death at once (pidfd), not by polling /proc."""
-        if d.holder is None or not kernel.alive(d.holder.pid, d.holder.start_time):
-            return
-        try:
-            fd = os.pidfd_open(d.holder.pid)
-        except OSError:
-            return
-        self._watched[sandbox_id] = fd
-        asyncio.get_running_loop().add_reader(fd, self._holder_died, sandbox_id)
-
-    def _unwatch(self, sandbox_id: str) -> None:
-        fd = self._watched.pop(sandbox_id, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
+        if d.holder is not None and kernel.alive(d.holder.pid, d.holder.start_time):
+            self._watch_process(sandbox_id, d.holder, self._holder_died)
 
     def _holder_died(self, sandbox_id: str) -> None:
-        self._unwatch(sandbox_id)
         started = self._started.get(sandbox_id)
         if started is not None and started.popen.poll() is not None:
             self._started.pop(sandbox_id, None)
@@ -450,8 +416,7 @@ class SandboxManager(Generic[Rec]):
         summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
         for rec in self.records.list():
             d = SandboxDetails.from_dict(rec.details)
-            key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
-            self._names[key] = rec.id
+            self._remember(rec)
             try:
                 if rec.state == State.CREATING.value:
                     await self._undo(rec, d)

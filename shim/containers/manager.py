@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from cni.fileio import atomic_write
 from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
+from podsandbox.lifecycle import Lifecycle
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
 from shim import log, tracing
@@ -65,10 +66,11 @@ def _inode(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-class ContainerManager:
+class ContainerManager(Lifecycle[ContainerRecord]):
     def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager[SandboxRecord],
                  images: Any, runtime_options: RuntimeOptions,
                  features: Mapping[str, HandlerFeatures] | None = None) -> None:
+        super().__init__("container", store.containers)
         self.cfg = cfg
         self.features = dict(features or {})
         self.events = events.EventBus()
@@ -79,10 +81,7 @@ class ContainerManager:
         self.logger = log.get("containers")
         self.exit_dir = os.path.join(cfg.paths.run, "exits")
         self._cgroups = cgroup_stats.hierarchies()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._names: dict[str, str] = {}
         self._exited: dict[str, asyncio.Event] = {}
-        self._watched: dict[str, int] = {}
 
     # --- lookups -------------------------------------------------------------------------
     def runtime(self, handler: str) -> OCIRuntime:
@@ -91,18 +90,8 @@ class ContainerManager:
             raise InvalidArgument(f"runtime handler {handler!r} is not configured")
         return OCIRuntime(handler, h.path, h.root)
 
-    def _lock(self, cid: str) -> asyncio.Lock:
-        return self._locks.setdefault(cid, asyncio.Lock())
-
-    def resolve(self, id_or_prefix: str) -> str | None:
-        return self.store.containers.resolve(id_or_prefix)
-
-    def get(self, id_or_prefix: str) -> ContainerRecord:
-        cid = self.resolve(id_or_prefix)
-        rec = self.store.containers.get(cid) if cid else None
-        if rec is None:
-            raise NotFound(f"container {id_or_prefix!r} not found")
-        return rec
+    def _name_key(self, rec: ContainerRecord) -> str:
+        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"  # as _create reserves it
 
     # --- create --------------------------------------------------------------------------
     async def create(self, sandbox_id: str, config: pb.ContainerConfig,
@@ -383,26 +372,10 @@ class ContainerManager:
         if d.conmon is None or cid in self._watched:
             return
         self._exited.setdefault(cid, asyncio.Event())
-        try:
-            fd = os.pidfd_open(d.conmon.pid)
-        except OSError:
-            asyncio.get_running_loop().create_task(self._on_exit(cid))
-            return
-        if kernel.start_time(d.conmon.pid) != d.conmon.start_time:
-            os.close(fd)  # the pid was reused: conmon is long gone
-            asyncio.get_running_loop().create_task(self._on_exit(cid))
-            return
-        self._watched[cid] = fd
-        asyncio.get_running_loop().add_reader(fd, self._conmon_exited, cid)
-
-    def _unwatch(self, cid: str) -> None:
-        fd = self._watched.pop(cid, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
+        if not self._watch_process(cid, d.conmon, self._conmon_exited):
+            self._conmon_exited(cid)  # conmon is gone already: what did it record?
 
     def _conmon_exited(self, cid: str) -> None:
-        self._unwatch(cid)
         asyncio.get_running_loop().create_task(self._on_exit(cid))
 
     async def _on_exit(self, cid: str) -> None:
@@ -530,11 +503,7 @@ class ContainerManager:
             os.unlink(os.path.join(self.exit_dir, rec.id))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.cfg.paths.run, "attach", rec.id))
-        await self.store.containers.delete(rec)
-        key = f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"
-        if self._names.get(key) == rec.id:
-            del self._names[key]
-        self._locks.pop(rec.id, None)
+        await self._forget(rec)
         self._exited.pop(rec.id, None)
 
     # The pod's side (podsandbox.manager.PodContainers): called under the pod's lock by
@@ -639,7 +608,7 @@ class ContainerManager:
         summary = {"exited": 0, "running": 0, "rolled_back": 0}
         for rec in self.store.containers.list():
             d = ContainerDetails.from_dict(rec.details)
-            self._names[f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"] = rec.id
+            self._remember(rec)
             try:
                 if rec.state in (CState.CREATING.value, CState.REMOVING.value):
                     await self._cleanup(rec, d)
