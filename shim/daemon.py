@@ -21,13 +21,12 @@ from cni.manager import CNIManager
 from podsandbox.manager import SandboxManager
 from podsandbox.types import SandboxConfig
 from shim import config as configmod
-from shim import log, metrics, rpc, tracing
+from shim import interceptor, log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
 from shim.containers.usage import image_user
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
-from shim.interceptor import Interceptor
 from shim.notify import notify
 from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
@@ -122,11 +121,11 @@ class Daemon:
             await self.streaming.start()
             # after reconcile: spans are of RPCs and their steps only
             tracing.configure(cfg.tracing)
-            server = grpc.aio.server(interceptors=[Interceptor()])
-            api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-                self._servicer("RuntimeService"), server
-            )
-            api_pb2_grpc.add_ImageServiceServicer_to_server(self._servicer("ImageService"), server)
+            server = grpc.aio.server()
+            interceptor.add_service(server, api_pb2_grpc.add_RuntimeServiceServicer_to_server,
+                                    self._servicer("RuntimeService"))
+            interceptor.add_service(server, api_pb2_grpc.add_ImageServiceServicer_to_server,
+                                    self._servicer("ImageService"))
             old_umask = os.umask(0o117)  # the socket is born 0660, no window at a wider mode
             try:
                 server.add_insecure_port(f"unix://{cfg.server.listen}")

@@ -20,8 +20,10 @@ def _select(d: Services, f: pb.ContainerFilter | None) -> list[pb.Container]:
 async def list_containers(
     d: Services, req: pb.ListContainersRequest, ctx: object
 ) -> pb.ListContainersResponse:
-    f = req.filter if req.HasField("filter") else None
-    return pb.ListContainersResponse(containers=_select(d, f))
+    if not req.HasField("filter"):  # the kubelet's relist: one response per table version
+        return d.store.containers.answer(
+            "ListContainers", lambda: pb.ListContainersResponse(containers=_select(d, None)))
+    return pb.ListContainersResponse(containers=_select(d, req.filter))
 
 
 @rpc("StreamContainers")

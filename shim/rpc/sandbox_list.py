@@ -20,8 +20,10 @@ def _select(d: Services, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
 async def list_pod_sandbox(
     d: Services, req: pb.ListPodSandboxRequest, ctx: object
 ) -> pb.ListPodSandboxResponse:
-    f = req.filter if req.HasField("filter") else None
-    return pb.ListPodSandboxResponse(items=_select(d, f))
+    if not req.HasField("filter"):  # the kubelet's relist: one response per table version
+        return d.store.sandboxes.answer(
+            "ListPodSandbox", lambda: pb.ListPodSandboxResponse(items=_select(d, None)))
+    return pb.ListPodSandboxResponse(items=_select(d, req.filter))
 
 
 @rpc("StreamPodSandboxes")
