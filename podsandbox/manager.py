@@ -180,7 +180,7 @@ class SandboxManager(Lifecycle[Rec]):
         # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
         # period) overlaps the steps below; settled() is awaited before the pod is ready.
         with self.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
-                          namespaces=",".join(sorted(d.pins))) as sp:
+                       namespaces=",".join(sorted(d.pins))) as sp:
             started = await pauseholder.start(
                 self.cfg.pause_holder, d.pins, procs,
                 os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
