@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -156,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench`` and ``tether bench`` (argv without the program)."""
     args = parser().parse_args(argv)
     if args.print_templates:
-        import json
-
         print(json.dumps({"pod": DEFAULT_POD, "container": DEFAULT_CONTAINER}, indent=2))
         return 0
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -266,9 +267,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _sigterm_as_interrupt() -> None:
     """SIGTERM cleans up like Ctrl-C (pods removed, floor containers deleted)."""
-    import signal
-    import threading
-
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 

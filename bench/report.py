@@ -339,7 +339,7 @@ def render(run: RunData, descriptions: dict[str, str]) -> str:
 
 def plot(run: RunData, path: str) -> str | None:
     """Latency distributions (ECDF per step and runtime); a reason string when skipped."""
-    try:
+    try:  # optional: not a dependency of tether
         import matplotlib
 
         matplotlib.use("Agg")

@@ -2,7 +2,7 @@
 
 Same JSON as libcni's ``cachedInfo`` (kind ``cniCacheV1``; ``config`` is the base64 of the
 conflist bytes, as Go encodes a ``[]byte``), so tools that read libcni caches read ours.
-Writes are atomic: a temporary file in the same directory, fsync, rename.
+Writes are atomic (``cni.fileio.atomic_write``).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import binascii
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+from cni.fileio import TMP_PREFIX, atomic_write
 
 KIND = "cniCacheV1"
 
@@ -88,19 +89,7 @@ class ResultCache:
     def write(self, entry: CacheEntry) -> None:
         os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
         final = self.path(entry.network_name, entry.container_id, entry.ifname)
-        data = json.dumps(entry.to_json(), separators=(",", ":")).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.results_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(final, json.dumps(entry.to_json(), separators=(",", ":")), 0o600)
 
     def read(self, network_name: str, container_id: str, ifname: str) -> CacheEntry | None:
         """The entry, or None if there is none. A corrupt entry raises CacheCorrupt."""
@@ -123,7 +112,7 @@ class ResultCache:
             return []
         out = []
         for name in names:
-            if f"-{container_id}-" not in name or name.startswith(".tmp-"):
+            if f"-{container_id}-" not in name or name.startswith(TMP_PREFIX):
                 continue
             try:
                 with open(os.path.join(self.results_dir, name), "rb") as f:
@@ -145,7 +134,7 @@ class ResultCache:
             return set()
         ids = set()
         for name in names:
-            if name.startswith(".tmp-"):
+            if name.startswith(TMP_PREFIX):
                 continue
             try:
                 with open(os.path.join(self.results_dir, name), "rb") as f:

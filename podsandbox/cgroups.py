@@ -77,8 +77,21 @@ def parent_path(parent: str, driver: str) -> str:
     return pod_cgroup(parent, driver, "x").rsplit("/", 1)[0]
 
 
+def parent_name(relpath: str, driver: str) -> str:
+    """The parent whose cgroup is ``relpath`` (relative to the hierarchy's root), named as
+    ``driver`` names parents: ``/a/b`` for cgroupfs; for systemd the slice ``a-b.slice``
+    (whose directory is ``a.slice/a-b.slice``), ``-.slice`` for the root. So
+    ``pod_cgroup(parent_name(rel, d), d, id)`` is a cgroup in ``rel``. Pure."""
+    if driver == "systemd":
+        return relpath.rsplit("/", 1)[-1] if relpath else "-.slice"
+    return "/" + relpath
+
+
 def pod_cgroup(parent: str, driver: str, sandbox_id: str) -> str:
-    """The pause-holder's cgroup, relative to each hierarchy's root. Pure: raises on bad input."""
+    """The cgroup of the pause-holder (``sandbox_id``) or of a container (its id) in the
+    pod's ``parent``, relative to each hierarchy's root: ``<parent>/tether-<id>`` for
+    cgroupfs, ``<slices expanded>/tether-<id>.scope`` for systemd. Pure: raises on bad
+    input."""
     parent = parent or DEFAULT_PARENT[driver]
     if driver == "systemd":
         if not _SLICE.fullmatch(parent) or "/" in parent:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 
+from cni.fileio import atomic_write
 from cni.types import DNSConfig
 from podsandbox import kernel
 
@@ -23,26 +24,18 @@ def render_resolv_conf(dns: DNSConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def prepare(sandbox_dir: str, hostname: str, dns: DNSConfig | None) -> None:
     os.makedirs(sandbox_dir, mode=0o711, exist_ok=True)
-    _write(os.path.join(sandbox_dir, "hostname"), hostname + "\n")
+    atomic_write(os.path.join(sandbox_dir, "hostname"), hostname + "\n")
     resolv = os.path.join(sandbox_dir, "resolv.conf")
     if dns is not None and (dns.servers or dns.searches or dns.options):
-        _write(resolv, render_resolv_conf(dns))
+        atomic_write(resolv, render_resolv_conf(dns))
     else:
         # No pod DNS: the node's file, as CRI-O and containerd do.
         try:
             shutil.copyfile(NODE_RESOLV_CONF, resolv)
         except OSError:
-            _write(resolv, "")
+            atomic_write(resolv, "")
 
 
 def mount_shm(path: str, size: int = SHM_SIZE, owner: tuple[int, int] = (0, 0)) -> None:

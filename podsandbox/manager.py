@@ -16,18 +16,20 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from cni.errdefs import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     TetherError,
 )
 from cni.manager import CNIManager
-from cni.types import NetworkResult, PodNetwork
+from cni.types import Bandwidth, DNSConfig, NetworkResult, PodNetwork, PortMapping
 from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls, userns
+from podsandbox.lifecycle import Lifecycle
+from podsandbox.observe import QUIET, Logger, SpanFactory, no_span
+from podsandbox.repository import NewRecord, Rec, SandboxRecord, SandboxRepository
 from podsandbox.types import (
     PIN_KINDS,
     Mode,
@@ -39,42 +41,51 @@ from podsandbox.types import (
     State,
     UserNamespace,
 )
-from shim import log, tracing
-from shim.store import SandboxRecord, Store
-
-Hook = Callable[[SandboxRecord], Any]
 
 
-def _name_key(name: str, namespace: str, uid: str, attempt: int) -> str:
+class PodContainers(Protocol):
+    """The containers of a pod, stopped and removed with it (the container manager). Handed
+    to each call that needs them, StopPodSandbox, RemovePodSandbox and reconcile, rather than
+    set on the manager: the container manager is built after this one, with it."""
+
+    async def stop_pod_containers(self, sandbox_id: str) -> None: ...
+
+    async def remove_pod_containers(self, sandbox_id: str) -> None: ...
+
+
+def _pod_key(name: str, namespace: str, uid: str, attempt: int) -> str:
     return f"{name}_{namespace}_{uid}_{attempt}"
 
 
-class SandboxManager:
-    def __init__(self, cfg: SandboxConfig, store: Store, cni: CNIManager) -> None:
+class SandboxManager(Lifecycle[Rec]):
+    """Over any repository of sandbox records (the daemon's: ``shim.store``), logging and
+    tracing through what the daemon hands in (``podsandbox.observe``)."""
+
+    records: SandboxRepository[Rec]
+
+    def __init__(self, cfg: SandboxConfig, records: SandboxRepository[Rec],
+                 new_record: NewRecord[Rec], cni: CNIManager, *,
+                 logger: Logger = QUIET, span: SpanFactory = no_span) -> None:
+        super().__init__("pod sandbox", records)
         self.cfg = cfg
-        self.store = store
+        self.new_record = new_record
         self.cni = cni
-        self.logger = log.get("sandbox")
+        self.logger = logger
+        self.span = span
         self.run_dir = cfg.run_dir
         self.default_parent = cfg.default_cgroup_parent
         # Tether's own default parent: removed when its last pod goes.
         self.own_parent = cgroups.parent_path(self.default_parent, cfg.cgroup_driver)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._names: dict[str, str] = {}
         self._started: dict[str, pauseholder.Started] = {}  # holders that are our children
-        self._watched: dict[str, int] = {}  # sandbox id -> pidfd of its pause-holder
         # node id ranges handed to pods being run, before their records are in the store
         self._userns_reserved: dict[str, list[tuple[int, int]]] = {}
-        # Containers of a pod are stopped/removed with it; the container manager sets these.
-        self.on_stop: Hook | None = None
-        self.on_remove: Hook | None = None
+
+    def _name_key(self, rec: Rec) -> str:
+        return _pod_key(rec.name, rec.namespace, rec.uid, rec.attempt)
 
     # --- lookups -----------------------------------------------------------------------
-    def _lock(self, sandbox_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(sandbox_id, asyncio.Lock())
-
     @contextlib.asynccontextmanager
-    async def ready(self, sandbox_id: str) -> AsyncIterator[SandboxRecord]:
+    async def ready(self, sandbox_id: str) -> AsyncIterator[Rec]:
         """Hold the pod's lock while it is READY: what is done inside (a container created
         or started in it) cannot interleave with its stop or removal, which take the same
         lock. FailedPrecondition when the pod is not ready; NotFound when unknown."""
@@ -84,16 +95,6 @@ class SandboxManager:
             if pod.state != State.READY.value:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
             yield pod
-
-    def resolve(self, id_or_prefix: str) -> str | None:
-        return self.store.sandboxes.resolve(id_or_prefix)
-
-    def get(self, id_or_prefix: str) -> SandboxRecord:
-        sid = self.resolve(id_or_prefix)
-        rec = self.store.sandboxes.get(sid) if sid else None
-        if rec is None:
-            raise NotFound(f"pod sandbox {id_or_prefix!r} not found")
-        return rec
 
     def sandbox_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.run_dir, "sandboxes", sandbox_id)
@@ -121,14 +122,14 @@ class SandboxManager:
         sid = secrets.token_hex(32)
         cgroup = cgroups.pod_cgroup(spec.cgroup_parent or self.default_parent,
                                     self.cfg.cgroup_driver, sid)
-        key = _name_key(spec.name, spec.namespace, spec.uid, spec.attempt)
-        if key in self._names:
+        key = _pod_key(spec.name, spec.namespace, spec.uid, spec.attempt)
+        user_ns = self._user_namespace(sid, spec)  # a block of Tether's reserved for sid
+        if (holder := self._reserve(key, sid)) is not None:
+            self._userns_reserved.pop(sid, None)
             raise AlreadyExists(
                 f"pod sandbox {spec.namespace}/{spec.name} (uid {spec.uid}, attempt "
-                f"{spec.attempt}) already exists as {self._names[key]}"
+                f"{spec.attempt}) already exists as {holder}"
             )
-        user_ns = self._user_namespace(sid, spec)
-        self._names[key] = sid
         owned = spec.modes.owned()
         sdir = self.sandbox_dir(sid)
         details = SandboxDetails(
@@ -151,28 +152,29 @@ class SandboxManager:
             ),
             userns=user_ns.to_dict() if user_ns else None,
         )
-        rec = SandboxRecord(
+        rec = self.new_record(
             id=sid, name=spec.name, namespace=spec.namespace, uid=spec.uid,
             attempt=spec.attempt, state=State.CREATING.value, created_at=time.time_ns(),
             runtime_handler=spec.runtime_handler, labels=dict(spec.labels),
             annotations=dict(spec.annotations), details=details.to_dict(),
         )
-        async with self._lock(sid):
-            try:
-                with tracing.span("store.write", record="sandbox", state=rec.state,
-                                  pod_sandbox_id=sid):
-                    await self.store.sandboxes.put(rec)  # intent, before any side effect
-            except BaseException:
-                self._names.pop(key, None)
-                self._userns_reserved.pop(sid, None)
-                raise
-            try:
-                await self._create(rec, details, spec, sysctl_list)
-            except BaseException as e:
-                self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
-                with tracing.span("sandbox.undo", pod_sandbox_id=sid):
-                    await self._undo(rec, details)
-                raise
+
+        async def intent() -> None:
+            with self.span("store.write", record="sandbox", state=rec.state,
+                           pod_sandbox_id=sid):
+                try:
+                    await self.records.put(rec)
+                except BaseException:
+                    self._userns_reserved.pop(sid, None)
+                    raise
+
+        async def undo(e: BaseException) -> None:
+            self.logger.info("run failed; undoing", pod_sandbox_id=sid, error=str(e))
+            with self.span("sandbox.undo", pod_sandbox_id=sid):
+                await self._undo(rec, details)
+
+        async with self._intent(sid, key, intent, undo):
+            await self._create(rec, details, spec, sysctl_list)
         return sid
 
     def _user_namespace(self, sid: str, spec: SandboxSpec) -> UserNamespace | None:
@@ -188,7 +190,7 @@ class SandboxManager:
             raise InvalidArgument("user namespaces by annotation are off on this node "
                                   "(userns.auto_count = 0)")
         used = [r for ranges in self._userns_reserved.values() for r in ranges]
-        for rec in self.store.sandboxes.list():
+        for rec in self.records.list():
             ns = rec.details.get("userns")
             if ns:
                 used += UserNamespace.from_dict(ns).host_ranges()
@@ -197,12 +199,12 @@ class SandboxManager:
         return ns
 
     async def _create(
-        self, rec: SandboxRecord, d: SandboxDetails, spec: SandboxSpec,
+        self, rec: Rec, d: SandboxDetails, spec: SandboxSpec,
         sysctl_list: tuple[tuple[str, str], ...],
     ) -> None:
         loop = asyncio.get_running_loop()
         user_ns = d.user_namespace()
-        with tracing.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
+        with self.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
             files.prepare(d.sandbox_dir, d.hostname, spec.dns)
             if spec.modes.ipc is Mode.POD:
                 # owned by the pod's root when it has a user namespace
@@ -210,12 +212,12 @@ class SandboxManager:
             procs, d.cgroup_created = await loop.run_in_executor(None, cgroups.create, d.cgroup)
             namespaces.prepare(d.pins)
         if user_ns is not None:
-            with tracing.span("sandbox.userns", pod_sandbox_id=rec.id):
+            with self.span("sandbox.userns", pod_sandbox_id=rec.id):
                 await userns.create(d.pins["user"], user_ns)
         # defer_join: the holder's last cgroup join (a write that waits out a kernel grace
         # period) overlaps the steps below; settled() is awaited before the pod is ready.
-        with tracing.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
-                          namespaces=",".join(sorted(d.pins))) as sp:
+        with self.span("sandbox.pause_holder", pod_sandbox_id=rec.id,
+                       namespaces=",".join(sorted(d.pins))) as sp:
             started = await pauseholder.start(
                 self.cfg.pause_holder, d.pins, procs,
                 os.path.join(d.sandbox_dir, "pause.log"), defer_join=True,
@@ -225,8 +227,8 @@ class SandboxManager:
         d.holder, d.launcher = started.holder, started.launcher
         d.inodes = namespaces.inodes(d.pins)
         rec.details = d.to_dict()
-        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
-            await self.store.sandboxes.put(rec)
+        with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.records.put(rec)
         # Hostname, lo and sysctls do not depend on CNI: both run at once (as tasks, which
         # take the current span along as their parent).
         setup = self._traced_setup(rec.id, d, spec.modes, sysctl_list)
@@ -241,22 +243,22 @@ class SandboxManager:
             d.cni_network = result.network_name
             d.ips = [str(ip.address.ip) for ip in result.sandbox_ips()]
             d.cni_result = dict(result.raw)
-        with tracing.span("sandbox.settle", pod_sandbox_id=rec.id):
+        with self.span("sandbox.settle", pod_sandbox_id=rec.id):
             await started.settled()
         rec.details = d.to_dict()
         rec.state = State.READY.value
-        with tracing.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
-            await self.store.sandboxes.put(rec)
+        with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
+            await self.records.put(rec)
         self._watch(rec.id, d)
 
     async def _traced_setup(self, sid: str, d: SandboxDetails, modes: NamespaceModes,
                             sysctl_list: tuple[tuple[str, str], ...]) -> None:
-        with tracing.span("sandbox.namespaces", pod_sandbox_id=sid, sysctls=len(sysctl_list)):
+        with self.span("sandbox.namespaces", pod_sandbox_id=sid, sysctls=len(sysctl_list)):
             await asyncio.get_running_loop().run_in_executor(
                 None, self._setup_namespaces, d, modes, sysctl_list)
 
-    async def _traced_cni_add(self, rec: SandboxRecord, d: SandboxDetails) -> NetworkResult:
-        with tracing.span("cni.add", pod_sandbox_id=rec.id) as sp:
+    async def _traced_cni_add(self, rec: Rec, d: SandboxDetails) -> NetworkResult:
+        with self.span("cni.add", pod_sandbox_id=rec.id) as sp:
             result = await self.cni.add(self._pod_network(rec, d))
             if sp.recording:
                 sp.set(network=result.network_name,
@@ -280,9 +282,7 @@ class SandboxManager:
 
         kernel.in_namespaces(joined, work)
 
-    def _pod_network(self, rec: SandboxRecord, d: SandboxDetails) -> PodNetwork:
-        from cni.types import Bandwidth, DNSConfig, PortMapping
-
+    def _pod_network(self, rec: Rec, d: SandboxDetails) -> PodNetwork:
         pin = d.pins.get("net", "")
         return PodNetwork(
             sandbox_id=rec.id,
@@ -301,7 +301,7 @@ class SandboxManager:
             ),
         )
 
-    async def _undo(self, rec: SandboxRecord, d: SandboxDetails) -> None:
+    async def _undo(self, rec: Rec, d: SandboxDetails) -> None:
         """Reverse every step RunPodSandbox may have taken; each part is idempotent."""
         errors: list[str] = []
 
@@ -345,26 +345,26 @@ class SandboxManager:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.popen.wait(5)  # reap our child
 
-    async def _forget(self, rec: SandboxRecord) -> None:
-        await self.store.sandboxes.delete(rec)
+    async def _forget(self, rec: Rec) -> None:
+        await super()._forget(rec)
         self._userns_reserved.pop(rec.id, None)
-        key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
-        if self._names.get(key) == rec.id:
-            del self._names[key]
-        self._locks.pop(rec.id, None)
 
     # --- stop / remove ---------------------------------------------------------------------
-    async def stop(self, id_or_prefix: str) -> None:
+    async def stop(self, id_or_prefix: str, containers: PodContainers) -> None:
+        """Under the pod's lock: the intent (``stopping``), then the pod's containers, the
+        network, the pause-holder; ``notready``. The lock keeps a CreateContainer out until
+        the intent is written (after which the pod is not ready); the intent lets reconcile
+        finish a stop the daemon died in, containers first, as here."""
         sid = self.resolve(id_or_prefix)
         if sid is None:
             return  # stopping an unknown pod succeeds, as the CRI asks
         async with self._lock(sid):
-            rec = self.store.sandboxes.get(sid)
+            rec = self.records.get(sid)
             if rec is None:
                 return
-            await self._stop_locked(rec)
+            await self._stop_locked(rec, containers)
 
-    async def _stop_locked(self, rec: SandboxRecord) -> None:
+    async def _stop_locked(self, rec: Rec, containers: PodContainers) -> None:
         d = SandboxDetails.from_dict(rec.details)
         if d.stopped:
             return
@@ -372,9 +372,8 @@ class SandboxManager:
             await self._undo(rec, d)
             return
         rec.state = State.STOPPING.value
-        await self.store.sandboxes.put(rec)
-        if self.on_stop is not None:
-            await self.on_stop(rec)
+        await self.records.put(rec)
+        await containers.stop_pod_containers(rec.id)
         if d.modes.get("net") == Mode.POD.value:
             # DEL even when the pin is gone: the plugins release IPs by container id.
             await self.cni.delete(self._pod_network(rec, d))
@@ -382,29 +381,30 @@ class SandboxManager:
         d.stopped = True
         rec.details = d.to_dict()
         rec.state = State.NOTREADY.value
-        await self.store.sandboxes.put(rec)
+        await self.records.put(rec)
 
-    async def remove(self, id_or_prefix: str) -> None:
+    async def remove(self, id_or_prefix: str, containers: PodContainers) -> None:
+        """Stop first (as ``stop``), then under the same lock the intent (``removing``), the
+        pod's containers removed, its pins, cgroup and files; the record last."""
         sid = self.resolve(id_or_prefix)
         if sid is None:
             return
         async with self._lock(sid):
-            rec = self.store.sandboxes.get(sid)
+            rec = self.records.get(sid)
             if rec is None:
                 return
             if rec.state == State.CREATING.value:
                 await self._undo(rec, SandboxDetails.from_dict(rec.details))
                 return
             if rec.state != State.REMOVING.value:
-                await self._stop_locked(rec)
+                await self._stop_locked(rec, containers)
                 rec.state = State.REMOVING.value
-                await self.store.sandboxes.put(rec)
-            await self._remove_locked(rec)
+                await self.records.put(rec)
+            await self._remove_locked(rec, containers)
 
-    async def _remove_locked(self, rec: SandboxRecord) -> None:
+    async def _remove_locked(self, rec: Rec, containers: PodContainers) -> None:
         d = SandboxDetails.from_dict(rec.details)
-        if self.on_remove is not None:
-            await self.on_remove(rec)
+        await containers.remove_pod_containers(rec.id)
         namespaces.unpin(d.pins)
         cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent)
         files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
@@ -428,23 +428,10 @@ class SandboxManager:
     # --- liveness ------------------------------------------------------------------------
     def _watch(self, sandbox_id: str, d: SandboxDetails) -> None:
         """Learn of a pause-holder's death at once (pidfd), not by polling /proc."""
-        if d.holder is None or not kernel.alive(d.holder.pid, d.holder.start_time):
-            return
-        try:
-            fd = os.pidfd_open(d.holder.pid)
-        except OSError:
-            return
-        self._watched[sandbox_id] = fd
-        asyncio.get_running_loop().add_reader(fd, self._holder_died, sandbox_id)
-
-    def _unwatch(self, sandbox_id: str) -> None:
-        fd = self._watched.pop(sandbox_id, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
+        if d.holder is not None and kernel.alive(d.holder.pid, d.holder.start_time):
+            self._watch_process(sandbox_id, d.holder, self._holder_died)
 
     def _holder_died(self, sandbox_id: str) -> None:
-        self._unwatch(sandbox_id)
         started = self._started.get(sandbox_id)
         if started is not None and started.popen.poll() is not None:
             self._started.pop(sandbox_id, None)
@@ -452,7 +439,7 @@ class SandboxManager:
 
     async def _mark_notready(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
-            rec = self.store.sandboxes.get(sandbox_id)
+            rec = self.records.get(sandbox_id)
             if rec is None or rec.state != State.READY.value:
                 return
             d = SandboxDetails.from_dict(rec.details)
@@ -460,45 +447,45 @@ class SandboxManager:
                 return
             self.logger.warning("pause-holder died; pod not ready", pod_sandbox_id=sandbox_id)
             rec.state = State.NOTREADY.value
-            await self.store.sandboxes.put(rec)
+            await self.records.put(rec)
 
     # --- reconcile ------------------------------------------------------------------------
-    async def reconcile(self) -> None:
-        """At start: finish or undo interrupted work, notice dead pause-holders, and remove
-        what no record owns (pins, sandbox dirs, CNI cache entries)."""
+    async def reconcile(self, containers: PodContainers) -> None:
+        """At start, after the containers' reconcile: finish or undo interrupted work
+        (a pod stopping or removing has its containers stopped or removed too), notice dead
+        pause-holders, and remove what no record owns (pins, sandbox dirs, CNI cache entries)."""
         summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
-        for rec in self.store.sandboxes.list():
+        for rec in self.records.list():
             d = SandboxDetails.from_dict(rec.details)
-            key = _name_key(rec.name, rec.namespace, rec.uid, rec.attempt)
-            self._names[key] = rec.id
+            self._remember(rec)
             try:
                 if rec.state == State.CREATING.value:
                     await self._undo(rec, d)
                     summary["rolled_back"] += 1
                 elif rec.state == State.STOPPING.value:
-                    await self._stop_locked(rec)
+                    await self._stop_locked(rec, containers)
                     summary["stopped"] += 1
                 elif rec.state == State.REMOVING.value:
-                    await self._remove_locked(rec)
+                    await self._remove_locked(rec, containers)
                     summary["removed"] += 1
                 elif rec.state == State.READY.value:
                     if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):
                         self._watch(rec.id, d)
                     else:
                         rec.state = State.NOTREADY.value
-                        await self.store.sandboxes.put(rec)
+                        await self.records.put(rec)
                         summary["notready"] += 1
             except TetherError as e:
                 self.logger.error("reconcile failed", pod_sandbox_id=rec.id, error=e.message)
         orphans = await self._remove_orphans()
         self.logger.info("sandboxes reconciled", **summary, orphans=orphans,
-                         sandboxes=len(self.store.sandboxes))
+                         sandboxes=len(self.records))
 
     async def _remove_orphans(self) -> int:
         # Only this daemon's private dirs are scanned. Cgroups are not: the intent record is
         # written before a cgroup is made and kept until undo succeeds, and the parent cgroup
         # may be shared with another runtime's pods.
-        known = set(self.store.sandboxes.ids())
+        known = set(self.records.ids())
         count = 0
         for sid in namespaces.pinned_ids(self.run_dir) - known:
             namespaces.unpin(namespaces.pin_paths(self.run_dir, sid, PIN_KINDS))

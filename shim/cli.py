@@ -11,6 +11,7 @@ from typing import Any
 from shim import config as configmod
 from shim import log
 from shim.socket import SocketGuard, SocketInUse
+from shim.version import RUNTIME_NAME, RUNTIME_VERSION
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
@@ -34,8 +35,6 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    from shim.version import RUNTIME_NAME, RUNTIME_VERSION
-
     p = argparse.ArgumentParser(prog="tether", description="A Kubernetes CRI runtime.")
     # the same version string the CRI Version RPC reports (crictl version's RuntimeVersion)
     p.add_argument("--version", action="version", version=f"{RUNTIME_NAME} {RUNTIME_VERSION}")
@@ -91,7 +90,8 @@ def sources_from_args(args: argparse.Namespace) -> configmod.ConfigSources:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        # The benchmark has its own argument parser; it talks CRI to any endpoint.
+        # The benchmark has its own argument parser; it talks CRI to any endpoint. Imported
+        # here only: the daemon never loads it.
         from bench.cli import main as bench_main
 
         return bench_main(argv[1:])

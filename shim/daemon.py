@@ -22,19 +22,19 @@ from podsandbox import userns
 from podsandbox.manager import SandboxManager
 from podsandbox.types import AutoRange, SandboxConfig
 from shim import config as configmod
-from shim import log, metrics, rpc, tracing
+from shim import interceptor, log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
 from shim.containers.usage import image_user
 from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
-from shim.interceptor import Interceptor
 from shim.notify import notify
 from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
+from shim.rpc.services import Services
 from shim.socket import SocketGuard
 from shim.stats.collector import Collector
-from shim.store import Store
+from shim.store import SandboxRecord, Store
 from shim.streaming.server import StreamingServer
 
 
@@ -72,14 +72,15 @@ class Daemon:
             userns_auto=AutoRange(cfg.userns.auto_first_id, cfg.userns.auto_size,
                                   cfg.userns.auto_count) if cfg.userns.auto_count else None,
             userns_unavailable=userns_off,
-        ), self.store, self.cni)
+        ), self.store.sandboxes, SandboxRecord, self.cni,
+            logger=log.get("sandbox"), span=tracing.span)
         kernel_rro = features.kernel_has_mount_setattr()
         self.features = {name: features.probe(h.path, kernel_rro, userns=not userns_off)
                          for name, h in cfg.runtime.handlers.items()}
         self.containers = ContainerManager(
             cfg, self.store, self.sandboxes, self.images,
-            host.runtime_options(cfg.runtime.pids_limit), self.features,
-            userns_copy=userns_copy,
+            host.runtime_options(cfg.runtime.pids_limit, cfg.runtime.cgroup_driver),
+            self.features, userns_copy=userns_copy,
         )
         self.nspolicy = NamespacePolicy(cfg.namespaces)
         self.streaming = StreamingServer(
@@ -123,10 +124,11 @@ class Daemon:
     def _servicer(self, service: str) -> Any:
         """An object with one coroutine per method of the service: a handler or UNIMPLEMENTED."""
         methods: dict[str, Callable[..., Any]] = {}
+        services: Services = self  # what handlers may touch (mypy checks the daemon has it)
         for m in api_pb2.DESCRIPTOR.services_by_name[service].methods:
             fn = rpc.HANDLERS.get(m.name)
             methods[m.name] = (
-                _bind(self, fn, m.server_streaming)
+                _bind(services, fn, m.server_streaming)
                 if fn
                 else _unimplemented(service, m.name, m.server_streaming)
             )
@@ -138,18 +140,18 @@ class Daemon:
         try:
             await self.images.reconcile()
             await self.containers.reconcile()
-            await self.sandboxes.reconcile()
+            await self.sandboxes.reconcile(self.containers)
             # Objects made at start live for good: keep the cyclic GC from re-scanning them,
             # which shows as latency spikes on the kubelet's List polling.
             gc.freeze()
             await self.streaming.start()
             # after reconcile: spans are of RPCs and their steps only
             tracing.configure(cfg.tracing)
-            server = grpc.aio.server(interceptors=[Interceptor()])
-            api_pb2_grpc.add_RuntimeServiceServicer_to_server(
-                self._servicer("RuntimeService"), server
-            )
-            api_pb2_grpc.add_ImageServiceServicer_to_server(self._servicer("ImageService"), server)
+            server = grpc.aio.server()
+            interceptor.add_service(server, api_pb2_grpc.add_RuntimeServiceServicer_to_server,
+                                    self._servicer("RuntimeService"))
+            interceptor.add_service(server, api_pb2_grpc.add_ImageServiceServicer_to_server,
+                                    self._servicer("ImageService"))
             old_umask = os.umask(0o117)  # the socket is born 0660, no window at a wider mode
             try:
                 server.add_insecure_port(f"unix://{cfg.server.listen}")
@@ -224,17 +226,17 @@ class Daemon:
         )
 
 
-def _bind(daemon: Daemon, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
+def _bind(services: Services, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
     if streaming:
 
         async def stream(self: Any, request: Any, context: Any) -> Any:
-            async for item in fn(daemon, request, context):
+            async for item in fn(services, request, context):
                 yield item
 
         return stream
 
     async def unary(self: Any, request: Any, context: Any) -> Any:
-        return await fn(daemon, request, context)
+        return await fn(services, request, context)
 
     return unary
 

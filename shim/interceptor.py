@@ -1,5 +1,6 @@
 """The one gRPC interceptor: request id, one log line per RPC, metrics, the RPC's span,
-errors to codes.
+errors to codes. Not a grpc ServerInterceptor: ``add_service`` wraps each method's handler once,
+at registration.
 
 Handlers raise ``shim.errors.TetherError`` subclasses (defined in ``cni/errdefs.py``) carrying
 a neutral ``Code``; this is the only place that turns them into gRPC status codes
@@ -8,8 +9,9 @@ a neutral ``Code``; this is the only place that turns them into gRPC status code
 
 from __future__ import annotations
 
+import functools
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -67,22 +69,36 @@ def _undecodable(request: Any) -> InvalidArgument | None:
     return None
 
 
+_Plan = tuple[tuple[str, ...], bool, bool]
+_PLANS: dict[type, _Plan] = {}
+
+
+def _id_plan(request: Any) -> _Plan:
+    """Of a request's type: its id fields, whether it has a config, whether an image. Once
+    per type: the descriptor's lookups cost more than the polled calls' own work."""
+    plan = _PLANS.get(type(request))
+    if plan is None:
+        fields = request.DESCRIPTOR.fields_by_name
+        plan = _PLANS[type(request)] = (tuple(n for n in _ID_FIELDS if n in fields),
+                                        "config" in fields, "image" in fields)
+    return plan
+
+
 def _ids(request: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     if isinstance(request, Undecodable):
         return out
-    fields = request.DESCRIPTOR.fields_by_name
-    for name in _ID_FIELDS:
-        if name in fields:
-            value = getattr(request, name)
-            if value:
-                out[name] = value
-    if "config" in fields and request.HasField("config"):
+    id_fields, has_config, has_image = _id_plan(request)
+    for name in id_fields:
+        value = getattr(request, name)
+        if value:
+            out[name] = value
+    if has_config and request.HasField("config"):
         md = getattr(request.config, "metadata", None)
         pod_name = getattr(md, "name", None)
         if isinstance(pod_name, str) and pod_name:
             out["name"] = pod_name
-    if "image" in fields and request.HasField("image"):
+    if has_image and request.HasField("image"):
         out["image"] = request.image.image
     return out
 
@@ -119,7 +135,15 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and isinstance(value, str):
             return value[:64]
-    return uuid.uuid4().hex[:16]
+    # to tell log lines apart, not a secret: no syscall (uuid4 reads the kernel's random)
+    return f"{random.getrandbits(64):016x}"
+
+
+@functools.cache
+def _per_method(method: str) -> tuple[Any, Any]:
+    """The method's children of the operations counter and the latency histogram (labels()
+    takes a lock and builds a key on every call)."""
+    return metrics.OPERATIONS.labels(method), metrics.OPERATION_LATENCY.labels(method)
 
 
 class _Call:
@@ -167,8 +191,9 @@ class _Call:
             if isinstance(code, grpc.StatusCode):
                 self.code = code
                 self.message = self.context.details() or ""
-        metrics.OPERATIONS.labels(self.method).inc()
-        metrics.OPERATION_LATENCY.labels(self.method).observe(elapsed)
+        operations, latency = _per_method(self.method)
+        operations.inc()
+        latency.observe(elapsed)
         logger = log.get("rpc")
         fields = dict(self.ids, code=self.code.name, duration_ms=round(elapsed * 1000, 3))
         if self.code != grpc.StatusCode.OK:
@@ -217,38 +242,50 @@ def _wrap_stream(path: str, behavior: Callable[..., AsyncIterator[Any]]) -> Call
     return handler
 
 
-class Interceptor(grpc.aio.ServerInterceptor):
-    """Wraps each method's handler once: the services are registered before the server starts
-    and never change, so the wrapped handler is cached per method path."""
+def wrap(path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` of the method at ``path`` with this module's bookkeeping around it and an
+    undecodable request turned into InvalidArgument."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary(path, handler.unary_unary),
+            request_deserializer=_safe(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream(path, handler.unary_stream),
+            request_deserializer=_safe(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+class _Capture:
+    """Stands in for the server while a generated ``add_<Service>Servicer_to_server`` hands
+    it the service's method handlers."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self.services: list[tuple[str, dict[str, grpc.RpcMethodHandler]]] = []
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        cached = self._wrapped.get(details.method)
-        if cached is not None:
-            return cached
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        path = details.method
-        if handler.unary_unary is not None:
-            wrapped = grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(path, handler.unary_unary),
-                request_deserializer=_safe(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        elif handler.unary_stream is not None:
-            wrapped = grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(path, handler.unary_stream),
-                request_deserializer=_safe(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        else:
-            return handler
-        self._wrapped[details.method] = wrapped
-        return wrapped
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers come to add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.services.append((service, handlers))
+
+
+def add_service(server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None],
+                servicer: object) -> None:
+    """Register a service (``add_to_server``: the generated ``add_<Service>Servicer_to_server``)
+    with every method wrapped once, here, rather than by a grpc ServerInterceptor: grpc.aio
+    awaits an interceptor on every call, which cost the polled List calls more than their
+    own work."""
+    capture = _Capture()
+    add_to_server(servicer, capture)
+    if not capture.services:
+        raise RuntimeError(f"{add_to_server.__name__} registered no method handlers")
+    for service, handlers in capture.services:
+        wrapped = {name: wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        server.add_registered_method_handlers(service, wrapped)

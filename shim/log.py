@@ -24,8 +24,12 @@ def _renderer(fmt: str) -> Any:
     return structlog.processors.JSONRenderer()
 
 
+_loggers: dict[str, Any] = {}  # by name, until the next configure
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """(Re)configure logging; safe to call again on SIGHUP."""
+    _loggers.clear()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -42,5 +46,11 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
 
 
 def get(name: str | None = None) -> Any:
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A logger; a named one is made once per configuration (the interceptor asks for one
+    per RPC, and making it costs more than the log line)."""
+    if not name:
+        return structlog.get_logger()
+    log = _loggers.get(name)
+    if log is None:
+        log = _loggers[name] = structlog.get_logger().bind(logger=name)
+    return log

@@ -173,7 +173,7 @@ def configure(cfg: TracingConfig) -> None:
     global _backend
     if not cfg.enabled or _backend is not None:
         return
-    from shim import otel
+    from shim import otel  # here only: the SDK's import costs memory (module docstring)
 
     _backend = otel.Backend(cfg.service_name, parse_endpoint(cfg.endpoint), cfg.sampling_ratio)
 

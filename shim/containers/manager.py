@@ -24,12 +24,16 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from cni.fileio import atomic_write
+from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
+from podsandbox.lifecycle import Lifecycle
 from podsandbox.manager import SandboxManager
 from podsandbox.types import Mode, Process, SandboxDetails
 from shim import log, tracing
 from shim.config import Config
 from shim.containers import events, exec_sync
+from shim.containers.metrics import OOM_KILLS
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
 from shim.errors import (
@@ -65,11 +69,12 @@ def _inode(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-class ContainerManager:
-    def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager,
+class ContainerManager(Lifecycle[ContainerRecord]):
+    def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager[SandboxRecord],
                  images: Any, runtime_options: RuntimeOptions,
                  features: Mapping[str, HandlerFeatures] | None = None,
                  userns_copy: bool = False) -> None:
+        super().__init__("container", store.containers)
         self.cfg = cfg
         # containers in user namespaces get shifted copies of the image's layers (no
         # idmapped mounts on this node, or userns.rootfs = "copy")
@@ -83,12 +88,7 @@ class ContainerManager:
         self.logger = log.get("containers")
         self.exit_dir = os.path.join(cfg.paths.run, "exits")
         self._cgroups = cgroup_stats.hierarchies()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._names: dict[str, str] = {}
         self._exited: dict[str, asyncio.Event] = {}
-        self._watched: dict[str, int] = {}
-        sandboxes.on_stop = self._stop_pod_containers
-        sandboxes.on_remove = self._remove_pod_containers
 
     # --- lookups -------------------------------------------------------------------------
     def runtime(self, handler: str) -> OCIRuntime:
@@ -97,18 +97,8 @@ class ContainerManager:
             raise InvalidArgument(f"runtime handler {handler!r} is not configured")
         return OCIRuntime(handler, h.path, h.root)
 
-    def _lock(self, cid: str) -> asyncio.Lock:
-        return self._locks.setdefault(cid, asyncio.Lock())
-
-    def resolve(self, id_or_prefix: str) -> str | None:
-        return self.store.containers.resolve(id_or_prefix)
-
-    def get(self, id_or_prefix: str) -> ContainerRecord:
-        cid = self.resolve(id_or_prefix)
-        rec = self.store.containers.get(cid) if cid else None
-        if rec is None:
-            raise NotFound(f"container {id_or_prefix!r} not found")
-        return rec
+    def _name_key(self, rec: ContainerRecord) -> str:
+        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"  # as _create reserves it
 
     # --- create --------------------------------------------------------------------------
     async def create(self, sandbox_id: str, config: pb.ContainerConfig,
@@ -354,9 +344,9 @@ class ContainerManager:
 
     def _pod_context(self, pod: SandboxRecord, pd: SandboxDetails) -> PodContext:
         modes = {k: Mode(v) for k, v in pd.modes.items()}
-        # The pod's cgroup parent as a cgroupfs path: systemd slices are already expanded
-        # there, and containers sit beside the pause-holder.
-        parent = "/" + pd.cgroup.rsplit("/", 1)[0] if "/" in pd.cgroup else "/"
+        # containers sit beside the pause-holder, in the parent it was made in
+        parent = pod_cgroups.parent_name(self.sandboxes.host_view(pod).parent,
+                                         self.options.cgroup_driver)
         cfg = json.loads(pd.config_json) if pd.config_json else {}
         user_ns = pd.user_namespace()
         return PodContext(
@@ -448,26 +438,10 @@ class ContainerManager:
         if d.conmon is None or cid in self._watched:
             return
         self._exited.setdefault(cid, asyncio.Event())
-        try:
-            fd = os.pidfd_open(d.conmon.pid)
-        except OSError:
-            asyncio.get_running_loop().create_task(self._on_exit(cid))
-            return
-        if kernel.start_time(d.conmon.pid) != d.conmon.start_time:
-            os.close(fd)  # the pid was reused: conmon is long gone
-            asyncio.get_running_loop().create_task(self._on_exit(cid))
-            return
-        self._watched[cid] = fd
-        asyncio.get_running_loop().add_reader(fd, self._conmon_exited, cid)
-
-    def _unwatch(self, cid: str) -> None:
-        fd = self._watched.pop(cid, None)
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
+        if not self._watch_process(cid, d.conmon, self._conmon_exited):
+            self._conmon_exited(cid)  # conmon is gone already: what did it record?
 
     def _conmon_exited(self, cid: str) -> None:
-        self._unwatch(cid)
         asyncio.get_running_loop().create_task(self._on_exit(cid))
 
     async def _on_exit(self, cid: str) -> None:
@@ -519,8 +493,6 @@ class ContainerManager:
         await self.store.containers.put(rec)
         self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
         if oom:
-            from shim.containers.metrics import OOM_KILLS
-
             OOM_KILLS.inc()
         self._signal_exit(cid)
 
@@ -601,19 +573,17 @@ class ContainerManager:
             os.unlink(os.path.join(self.cfg.paths.run, "attach", rec.id))
         if d.shifted_key:
             await asyncio.to_thread(self._drop_shifted, rec.id)
-        await self.store.containers.delete(rec)
-        key = f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"
-        if self._names.get(key) == rec.id:
-            del self._names[key]
-        self._locks.pop(rec.id, None)
+        await self._forget(rec)
         self._exited.pop(rec.id, None)
 
-    async def _stop_pod_containers(self, pod: SandboxRecord) -> None:
-        ids = [c.id for c in self.store.containers.list(lambda c: c.sandbox_id == pod.id)]
+    # The pod's side (podsandbox.manager.PodContainers): called under the pod's lock by
+    # StopPodSandbox, RemovePodSandbox and the sandboxes' reconcile.
+    async def stop_pod_containers(self, sandbox_id: str) -> None:
+        ids = self.store.containers.scan(lambda c: c.id if c.sandbox_id == sandbox_id else None)
         await asyncio.gather(*(self.stop(cid, 0) for cid in ids))
 
-    async def _remove_pod_containers(self, pod: SandboxRecord) -> None:
-        ids = [c.id for c in self.store.containers.list(lambda c: c.sandbox_id == pod.id)]
+    async def remove_pod_containers(self, sandbox_id: str) -> None:
+        ids = self.store.containers.scan(lambda c: c.id if c.sandbox_id == sandbox_id else None)
         await asyncio.gather(*(self.remove(cid) for cid in ids))
 
     # --- exec, logs, resources ---------------------------------------------------------------
@@ -708,7 +678,7 @@ class ContainerManager:
         summary = {"exited": 0, "running": 0, "rolled_back": 0}
         for rec in self.store.containers.list():
             d = ContainerDetails.from_dict(rec.details)
-            self._names[f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"] = rec.id
+            self._remember(rec)
             try:
                 if rec.state in (CState.CREATING.value, CState.REMOVING.value):
                     await self._cleanup(rec, d)
@@ -770,10 +740,7 @@ def _read_image_file(rootfs: str, path: str, limit: int = 1 << 20) -> str:
 
 
 def _write_json(path: str, doc: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc), 0o600)  # it may hold the container's secrets (env)
 
 
 def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:

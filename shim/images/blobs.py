@@ -1,7 +1,8 @@
 """The content-addressed blob directory: ``<root>/images/blobs/sha256/<hex>``.
 
-Blobs arrive through a temp file (in the images tmp dir, same filesystem) renamed into place
-once size and digest are checked, so a blob path always holds exactly its content. Tether
+Blobs arrive through a temp file renamed into place once size and digest are checked (a
+download in the images tmp dir, same filesystem; a small blob already in memory through
+``atomic_write``), so a blob path always holds exactly its content. Tether
 reads manifests and configs back (verifying their digests) and deletes blobs no image
 references any more. Synchronous: call from a worker thread for anything large.
 """
@@ -13,6 +14,8 @@ import hashlib
 import os
 import tempfile
 from typing import Protocol
+
+from cni.fileio import atomic_write
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -100,17 +103,9 @@ class BlobStore:
                 os.unlink(p)
         return len(stray)
 
-    def write(self, digest: str, data: bytes, tmp_dir: str) -> None:
+    def write(self, digest: str, data: bytes) -> None:
         """Store a small blob already checked against ``digest``."""
-        fd, tmp = tempfile.mkstemp(prefix="blob-", dir=tmp_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.path(digest))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path(digest), data, 0o600)  # a crash leaves a stray file at most
 
 
 class Download:

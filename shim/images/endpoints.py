@@ -25,7 +25,7 @@ from shim.images.reference import (
     Reference,
     parse_name,
 )
-from shim.images.registries import RegistriesConf, RegistriesConfError
+from shim.images.regconf import RegistriesConf, RegistriesConfError
 
 PULL_FROM_MIRROR = ("all", "digest-only", "tag-only")
 

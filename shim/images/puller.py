@@ -351,7 +351,7 @@ class Puller:
             raise errors.InvalidArgument(f"pull {image}: image config of {desc.size} bytes")
 
         def local() -> bytes | None:
-            self.blobs.write(mdigest, raw, self.tmp)
+            self.blobs.write(mdigest, raw)
             try:
                 return self.blobs.read_verified(desc.digest, CONFIG_LIMIT)
             except BlobError:

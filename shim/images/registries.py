@@ -13,31 +13,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from shim.images.reference import DEFAULT_DOMAIN, InvalidReference, ParsedName, Reference, parse
+from shim.images import endpoints
+from shim.images.reference import InvalidReference, ParsedName, Reference, parse
+from shim.images.regconf import RegistriesConf, RegistriesConfError
 
 SHORT_NAME_MODES = ("enforcing", "permissive", "disabled")
-
-
-class RegistriesConfError(ValueError):
-    """The registries.conf file cannot be used; the message names the file."""
-
-
-@dataclass(frozen=True)
-class RegistriesConf:
-    # None: the file does not set it, and Kubernetes' expectation (docker.io) applies.
-    search: tuple[str, ...] | None = None
-    aliases: Mapping[str, str] = field(default_factory=dict)
-    short_name_mode: str = "enforcing"
-    # The v2 document as loaded (v1 converted); endpoints.compile() reads its [[registry]].
-    doc: Mapping[str, Any] = field(default_factory=dict)
-    path: str = ""
-
-    @property
-    def search_registries(self) -> tuple[str, ...]:
-        return self.search if self.search is not None else (DEFAULT_DOMAIN,)
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +100,6 @@ def _from_doc(doc: dict[str, Any], path: str) -> RegistriesConf:
         doc=doc,
         path=path,
     )
-    from shim.images import endpoints  # imports this module
-
     endpoints.validate(conf)
     return conf
 

@@ -56,13 +56,11 @@ def _possible(path: str) -> int:
         return 0
 
 
-def runtime_options(pids_limit: int) -> RuntimeOptions:
+def runtime_options(pids_limit: int, cgroup_driver: str) -> RuntimeOptions:
     caps = bounding_capabilities()
     layout = cgroups.layout()
     return RuntimeOptions(
-        # The systemd driver's slices are expanded to paths by Tether itself (no systemd
-        # needed), so the OCI runtimes always get cgroupfs paths.
-        cgroup_driver="cgroupfs",
+        cgroup_driver=cgroup_driver,
         cgroup_v2=layout.mode == "v2",
         pids_limit=pids_limit,
         host_capabilities=caps,

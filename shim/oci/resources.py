@@ -181,16 +181,15 @@ def resources_from_oci(d: Mapping[str, Any], oom_score_adj: int = 0) -> pb.Linux
 
 
 def cgroups_path(pod: PodContext, container_id: str, runtime: RuntimeOptions) -> str:
-    """``linux.cgroupsPath``: cgroupfs ``/<parent>/tether-<id>``; systemd
-    ``<slice>:tether:<id>`` (runc/crun then make ``tether-<id>.scope`` in the slice)."""
+    """``linux.cgroupsPath``: the container's cgroup beside the pod's pause-holder, by the
+    configured driver's rules, as the pod's own (``podsandbox.cgroups.pod_cgroup``): cgroupfs
+    ``/<parent>/tether-<id>``; systemd ``/<slices expanded>/tether-<id>.scope``. Always a
+    path: Tether makes a systemd driver's slices itself, as it does for the pod (no running
+    systemd needed), so the runtimes are not asked for their systemd cgroup manager."""
     driver = runtime.cgroup_driver
     if driver not in pod_cgroups.DEFAULT_PARENT:
         raise InvalidArgument(f"cgroup driver {driver!r}: must be 'cgroupfs' or 'systemd'")
-    parent = pod.cgroup_parent or pod_cgroups.DEFAULT_PARENT[driver]
-    rel = pod_cgroups.pod_cgroup(parent, driver, container_id)  # validates parent as for pods
-    if driver == "systemd":
-        return f"{parent}:tether:{container_id}"
-    return "/" + rel
+    return "/" + pod_cgroups.pod_cgroup(pod.cgroup_parent, driver, container_id)
 
 
 def devices(

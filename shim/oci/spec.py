@@ -9,7 +9,6 @@ accepted by runc 1.1 and crun 1.8 (hence ``ociVersion`` 1.0.2).
 from __future__ import annotations
 
 import copy
-import importlib
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from shim.images.manifest import ImageConfig
 from shim.oci import caps as _caps
 from shim.oci import mounts as _mounts
 from shim.oci import resources as _resources
+from shim.oci import seccomp
 from shim.oci import users as _users
 from shim.oci.resources import cgroups_path, resources_from_oci, resources_to_oci
 from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
@@ -152,7 +152,6 @@ def _seccomp(
                 f"{field}: seccomp profile {ref!r} requested but seccomp is disabled on this node"
             )
         return None
-    seccomp = importlib.import_module("shim.oci.seccomp")
     if kind == "runtime":
         return dict(seccomp.default_profile(capabilities=capabilities))
     path = ref if ref.startswith("/") else posixpath.join(runtime.seccomp_profile_root, ref)

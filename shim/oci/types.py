@@ -23,7 +23,9 @@ class PodContext:
     hostname_path: str  # file to bind at /etc/hostname
     resolv_conf_path: str  # file to bind at /etc/resolv.conf
     shm_path: str  # directory to bind at /dev/shm (the node's /dev/shm with host IPC)
-    cgroup_parent: str  # the pod's cgroup parent as the CRI gave it ("" = runtime default)
+    # The pod's cgroup parent, named as the cgroup driver names it (cgroupfs "/a/b", systemd
+    # "a-b.slice"); "" = the driver's default parent.
+    cgroup_parent: str
     sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, applied to containers
     # The pod's own user namespace (pinned), "" when it has the node's, and its mappings
     # (runc 1.1 wants them even when it joins the namespace by path).

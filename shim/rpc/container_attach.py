@@ -4,19 +4,16 @@ socket; shim.streaming)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.errors import FailedPrecondition, InvalidArgument
 from shim.rpc.registry import rpc
+from shim.rpc.services import Services
 from shim.streaming.server import AttachTarget
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 
 @rpc("Attach")
-async def attach(d: Daemon, req: pb.AttachRequest, ctx: object) -> pb.AttachResponse:
+async def attach(d: Services, req: pb.AttachRequest, ctx: object) -> pb.AttachResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if not (req.stdin or req.stdout or req.stderr):

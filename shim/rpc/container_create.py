@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc import namespace_policy
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("CreateContainer")
 async def create_container(
-    d: Daemon, req: pb.CreateContainerRequest, ctx: object
+    d: Services, req: pb.CreateContainerRequest, ctx: object
 ) -> pb.CreateContainerResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

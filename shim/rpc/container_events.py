@@ -4,15 +4,12 @@ its containers' statuses as they were at that moment (shim.containers.events).""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from shim.containers.events import ContainerEvent, Kind
 from shim.cri import api_pb2 as pb
 from shim.rpc import container_convert, sandbox_convert
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 _TYPES = {
     Kind.CREATED: pb.CONTAINER_CREATED_EVENT,
@@ -33,7 +30,7 @@ def to_message(ev: ContainerEvent) -> pb.ContainerEventResponse:
 
 @rpc("GetContainerEvents")
 async def get_container_events(
-    d: Daemon, req: pb.GetEventsRequest, ctx: object
+    d: Services, req: pb.GetEventsRequest, ctx: object
 ) -> AsyncIterator[pb.ContainerEventResponse]:
     with d.containers.events.subscribe() as sub:
         while True:

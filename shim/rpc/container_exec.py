@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
+from shim.rpc.services import Services
 from shim.streaming.server import ExecTarget
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 
 @rpc("Exec")
-async def exec_(d: Daemon, req: pb.ExecRequest, ctx: object) -> pb.ExecResponse:
+async def exec_(d: Services, req: pb.ExecRequest, ctx: object) -> pb.ExecResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if not (req.stdin or req.stdout or req.stderr):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("ExecSync")
-async def exec_sync(d: Daemon, req: pb.ExecSyncRequest, ctx: object) -> pb.ExecSyncResponse:
+async def exec_sync(d: Services, req: pb.ExecSyncRequest, ctx: object) -> pb.ExecSyncResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if req.timeout < 0:

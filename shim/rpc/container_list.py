@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.rpc.container_convert import matches, to_container
 from shim.rpc.registry import rpc
+from shim.rpc.services import Services
 from shim.rpc.streaming import chunks
 
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
-
-def _select(d: Daemon, f: pb.ContainerFilter | None) -> list[pb.Container]:
+def _select(d: Services, f: pb.ContainerFilter | None) -> list[pb.Container]:
     convert = d.store.containers.memo("cri", to_container)
     return d.store.containers.scan(lambda r: convert(r) if matches(r, f) else None)
 
 
 @rpc("ListContainers")
 async def list_containers(
-    d: Daemon, req: pb.ListContainersRequest, ctx: object
+    d: Services, req: pb.ListContainersRequest, ctx: object
 ) -> pb.ListContainersResponse:
-    f = req.filter if req.HasField("filter") else None
-    return pb.ListContainersResponse(containers=_select(d, f))
+    if not req.HasField("filter"):  # the kubelet's relist: one response per table version
+        return d.store.containers.answer(
+            "ListContainers", lambda: pb.ListContainersResponse(containers=_select(d, None)))
+    return pb.ListContainersResponse(containers=_select(d, req.filter))
 
 
 @rpc("StreamContainers")
 async def stream_containers(
-    d: Daemon, req: pb.StreamContainersRequest, ctx: object
+    d: Services, req: pb.StreamContainersRequest, ctx: object
 ) -> AsyncIterator[pb.StreamContainersResponse]:
     f = req.filter if req.HasField("filter") else None
     for chunk in chunks(_select(d, f)):

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("RemoveContainer")
 async def remove_container(
-    d: Daemon, req: pb.RemoveContainerRequest, ctx: object
+    d: Services, req: pb.RemoveContainerRequest, ctx: object
 ) -> pb.RemoveContainerResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

@@ -9,7 +9,6 @@ containers only, as containerd and CRI-O do.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
@@ -17,21 +16,19 @@ from shim.errors import InvalidArgument
 from shim.rpc import stats_convert
 from shim.rpc.container_convert import matches
 from shim.rpc.registry import list_and_stream, rpc
+from shim.rpc.services import Services
 from shim.stats.collector import container_target
 from shim.stats.samples import ContainerTarget
 
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
-
-def _targets(d: Daemon, f: pb.ContainerStatsFilter | None) -> list[ContainerTarget]:
+def _targets(d: Services, f: pb.ContainerStatsFilter | None) -> list[ContainerTarget]:
     running = CState.RUNNING.value
     return d.store.containers.scan(
         lambda r: container_target(r) if r.state == running and matches(r, f) else None)
 
 
 async def select(
-    d: Daemon, req: pb.ListContainerStatsRequest | pb.StreamContainerStatsRequest
+    d: Services, req: pb.ListContainerStatsRequest | pb.StreamContainerStatsRequest
 ) -> list[pb.ContainerStats]:
     targets = _targets(d, req.filter if req.HasField("filter") else None)
     live = set(d.store.containers.ids())
@@ -47,7 +44,7 @@ async def select(
 
 @rpc("ContainerStats")
 async def container_stats(
-    d: Daemon, req: pb.ContainerStatsRequest, ctx: object
+    d: Services, req: pb.ContainerStatsRequest, ctx: object
 ) -> pb.ContainerStatsResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.container_convert import to_status, verbose_info
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("ContainerStatus")
 async def container_status(
-    d: Daemon, req: pb.ContainerStatusRequest, ctx: object
+    d: Services, req: pb.ContainerStatusRequest, ctx: object
 ) -> pb.ContainerStatusResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

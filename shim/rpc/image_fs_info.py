@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.rpc.image_convert import filesystem_usage
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("ImageFsInfo")
 async def image_fs_info(
-    d: Daemon, req: pb.ImageFsInfoRequest, ctx: object
+    d: Services, req: pb.ImageFsInfoRequest, ctx: object
 ) -> pb.ImageFsInfoResponse:
     info = await d.images.fs_info()
     return pb.ImageFsInfoResponse(

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.rpc.image_convert import list_filter, to_image
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 STREAM_CHUNK = 100
 
 
-def _select(d: Daemon, spec: str) -> list[pb.Image]:
+def _select(d: Services, spec: str) -> list[pb.Image]:
     convert = d.images.catalog.memo("cri", to_image)
     return [convert(s) for s in d.images.list_images(spec)]
 
 
 @rpc("ListImages")
-async def list_images(d: Daemon, req: pb.ListImagesRequest, ctx: object) -> pb.ListImagesResponse:
+async def list_images(d: Services, req: pb.ListImagesRequest, ctx: object) -> pb.ListImagesResponse:
     return pb.ListImagesResponse(images=_select(d, list_filter(req)))
 
 
 @rpc("StreamImages")
 async def stream_images(
-    d: Daemon, req: pb.StreamImagesRequest, ctx: object
+    d: Services, req: pb.StreamImagesRequest, ctx: object
 ) -> AsyncIterator[pb.StreamImagesResponse]:
     images = _select(d, list_filter(req))
     for i in range(0, len(images), STREAM_CHUNK):

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.image_convert import credentials
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("PullImage")
-async def pull_image(d: Daemon, req: pb.PullImageRequest, ctx: object) -> pb.PullImageResponse:
+async def pull_image(d: Services, req: pb.PullImageRequest, ctx: object) -> pb.PullImageResponse:
     image = req.image.image
     if not image:
         raise InvalidArgument("PullImage: image.image is empty")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("RemoveImage")
 async def remove_image(
-    d: Daemon, req: pb.RemoveImageRequest, ctx: object
+    d: Services, req: pb.RemoveImageRequest, ctx: object
 ) -> pb.RemoveImageResponse:
     spec = req.image.image
     if not spec:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.image_convert import to_image
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("ImageStatus")
 async def image_status(
-    d: Daemon, req: pb.ImageStatusRequest, ctx: object
+    d: Services, req: pb.ImageStatusRequest, ctx: object
 ) -> pb.ImageStatusResponse:
     spec = req.image.image
     if not spec:

@@ -7,19 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from podsandbox.types import State
 from shim.containers.types import ContainerDetails, CState
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import list_and_stream, rpc
+from shim.rpc.services import Services
 from shim.rpc.stats_convert import descriptors, metric
 from shim.stats import metrics
 from shim.stats.collector import cgroup_relpath
 from shim.store import ContainerRecord
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 
 def _target(rec: ContainerRecord) -> metrics.MetricsTarget | None:
@@ -32,7 +29,7 @@ def _target(rec: ContainerRecord) -> metrics.MetricsTarget | None:
         started_at=rec.started_at, resources=dict(d.resources))
 
 
-async def pod_metrics(d: Daemon, req: object) -> list[pb.PodSandboxMetrics]:
+async def pod_metrics(d: Services, req: object) -> list[pb.PodSandboxMetrics]:
     pods = d.store.sandboxes.scan(lambda r: r if r.state == State.READY.value else None)
     by_pod: dict[str, list[metrics.MetricsTarget]] = defaultdict(list)
     for r in d.store.containers.list():
@@ -64,7 +61,7 @@ async def pod_metrics(d: Daemon, req: object) -> list[pb.PodSandboxMetrics]:
 
 @rpc("ListMetricDescriptors")
 async def list_metric_descriptors(
-    d: Daemon, req: pb.ListMetricDescriptorsRequest, ctx: object
+    d: Services, req: pb.ListMetricDescriptorsRequest, ctx: object
 ) -> pb.ListMetricDescriptorsResponse:
     return pb.ListMetricDescriptorsResponse(descriptors=descriptors())
 

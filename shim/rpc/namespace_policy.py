@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from podsandbox import kernel, namespaces
 from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec
@@ -15,10 +14,8 @@ from shim.containers.types import ContainerDetails
 from shim.cri import api_pb2 as pb
 from shim.errors import TetherError
 from shim.nspolicy.rules import Decision, NamespaceRef, Sharing, Subject
+from shim.rpc.services import Services
 from shim.store import SandboxRecord
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 Inode = Callable[[str], "int | None"]  # namespace type -> the node's inode
 
@@ -91,7 +88,7 @@ def container_sharings(pod: SandboxRecord, config: pb.ContainerConfig,
     return out
 
 
-def _target_inode(d: Daemon) -> Callable[[str], int | None]:
+def _target_inode(d: Services) -> Callable[[str], int | None]:
     def lookup(target_id: str) -> int | None:
         with contextlib.suppress(TetherError, OSError):
             rec = d.containers.get(target_id)
@@ -103,7 +100,7 @@ def _target_inode(d: Daemon) -> Callable[[str], int | None]:
     return lookup
 
 
-def check_pod(d: Daemon, spec: SandboxSpec) -> tuple[Subject, list[Decision]]:
+def check_pod(d: Services, spec: SandboxSpec) -> tuple[Subject, list[Decision]]:
     """PermissionDenied for a denied pod; else the decisions to record once it is made."""
     subject = pod_subject(spec)
     if d.nspolicy.cfg.mode == "off":
@@ -111,7 +108,7 @@ def check_pod(d: Daemon, spec: SandboxSpec) -> tuple[Subject, list[Decision]]:
     return subject, d.nspolicy.check("RunPodSandbox", subject, pod_sharings(spec.modes))
 
 
-def check_container(d: Daemon, sandbox_id: str,
+def check_container(d: Services, sandbox_id: str,
                     config: pb.ContainerConfig) -> tuple[Subject | None, list[Decision]]:
     if d.nspolicy.cfg.mode == "off":
         return None, []

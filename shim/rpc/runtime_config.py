@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim import log
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 _DRIVERS = {"cgroupfs": pb.CgroupDriver.CGROUPFS, "systemd": pb.CgroupDriver.SYSTEMD}
 
 
 @rpc("RuntimeConfig")
 async def runtime_config(
-    d: Daemon, req: pb.RuntimeConfigRequest, ctx: object
+    d: Services, req: pb.RuntimeConfigRequest, ctx: object
 ) -> pb.RuntimeConfigResponse:
     driver = _DRIVERS[d.config.runtime.cgroup_driver]
     return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
@@ -24,7 +20,7 @@ async def runtime_config(
 
 @rpc("UpdateRuntimeConfig")
 async def update_runtime_config(
-    d: Daemon, req: pb.UpdateRuntimeConfigRequest, ctx: object
+    d: Services, req: pb.UpdateRuntimeConfigRequest, ctx: object
 ) -> pb.UpdateRuntimeConfigResponse:
     # The pod CIDR lives in the CNI config (host-local ranges); like CRI-O, only note it.
     cidr = req.runtime_config.network_config.pod_cidr

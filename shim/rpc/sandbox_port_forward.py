@@ -3,20 +3,16 @@ network namespace (shim.streaming)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from podsandbox.types import Mode, SandboxDetails, State
 from shim.cri import api_pb2 as pb
 from shim.errors import FailedPrecondition, InvalidArgument
 from shim.rpc.registry import rpc
+from shim.rpc.services import Services
 from shim.streaming.server import PortForwardTarget
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 
 @rpc("PortForward")
-async def port_forward(d: Daemon, req: pb.PortForwardRequest,
+async def port_forward(d: Services, req: pb.PortForwardRequest,
                        ctx: object) -> pb.PortForwardResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("RemovePodSandbox")
 async def remove_pod_sandbox(
-    d: Daemon, req: pb.RemovePodSandboxRequest, ctx: object
+    d: Services, req: pb.RemovePodSandboxRequest, ctx: object
 ) -> pb.RemovePodSandboxResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")
-    await d.sandboxes.remove(req.pod_sandbox_id)
+    await d.sandboxes.remove(req.pod_sandbox_id, d.containers)  # its containers first
     return pb.RemovePodSandboxResponse()

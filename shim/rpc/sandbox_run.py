@@ -4,21 +4,18 @@ pod (pause-holder, CNI)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from shim import tracing
 from shim.cri import api_pb2 as pb
 from shim.rpc import namespace_policy
 from shim.rpc.registry import rpc
 from shim.rpc.sandbox_convert import spec_from_request
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("RunPodSandbox")
 async def run_pod_sandbox(
-    d: Daemon, req: pb.RunPodSandboxRequest, ctx: object
+    d: Services, req: pb.RunPodSandboxRequest, ctx: object
 ) -> pb.RunPodSandboxResponse:
     spec = spec_from_request(req, d.config.runtime.default_handler)
     tracing.annotate(runtime_handler=spec.runtime_handler)  # the default one, when unnamed

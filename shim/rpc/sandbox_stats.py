@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from podsandbox.types import State
 from shim.cri import api_pb2 as pb
@@ -20,15 +19,13 @@ from shim.errors import InvalidArgument
 from shim.rpc import stats_convert
 from shim.rpc.registry import list_and_stream, rpc
 from shim.rpc.sandbox_convert import matches
+from shim.rpc.services import Services
 from shim.stats.collector import container_target, pod_target, shared_parents
 from shim.stats.samples import ContainerTarget, PodTarget
 from shim.store import SandboxRecord
 
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
-
-def _targets(d: Daemon, want: list[SandboxRecord]) -> tuple[list[PodTarget], set[str]]:
+def _targets(d: Services, want: list[SandboxRecord]) -> tuple[list[PodTarget], set[str]]:
     by_pod: dict[str, list[ContainerTarget]] = defaultdict(list)
     ids = {r.id for r in want}
     for t in d.store.containers.scan(
@@ -40,7 +37,7 @@ def _targets(d: Daemon, want: list[SandboxRecord]) -> tuple[list[PodTarget], set
     return pods, shared_parents(parents, d.sandboxes.own_parent)
 
 
-async def _collect(d: Daemon, want: list[SandboxRecord]) -> list[pb.PodSandboxStats]:
+async def _collect(d: Services, want: list[SandboxRecord]) -> list[pb.PodSandboxStats]:
     pods, shared = _targets(d, want)
     live = set(d.store.containers.ids())
     c = d.stats
@@ -54,7 +51,7 @@ async def _collect(d: Daemon, want: list[SandboxRecord]) -> list[pb.PodSandboxSt
 
 
 async def select(
-    d: Daemon, req: pb.ListPodSandboxStatsRequest | pb.StreamPodSandboxStatsRequest
+    d: Services, req: pb.ListPodSandboxStatsRequest | pb.StreamPodSandboxStatsRequest
 ) -> list[pb.PodSandboxStats]:
     f = req.filter if req.HasField("filter") else None
     want = d.store.sandboxes.scan(
@@ -64,7 +61,7 @@ async def select(
 
 @rpc("PodSandboxStats")
 async def pod_sandbox_stats(
-    d: Daemon, req: pb.PodSandboxStatsRequest, ctx: object
+    d: Services, req: pb.PodSandboxStatsRequest, ctx: object
 ) -> pb.PodSandboxStatsResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

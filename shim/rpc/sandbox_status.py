@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from podsandbox import namespaces
 from podsandbox.types import PIN_KINDS
@@ -11,14 +10,12 @@ from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.registry import rpc
 from shim.rpc.sandbox_convert import to_status, verbose_info
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("PodSandboxStatus")
 async def pod_sandbox_status(
-    d: Daemon, req: pb.PodSandboxStatusRequest, ctx: object
+    d: Services, req: pb.PodSandboxStatusRequest, ctx: object
 ) -> pb.PodSandboxStatusResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

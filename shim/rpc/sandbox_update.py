@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from podsandbox.cgroups import PodLimits
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.oci.resources import CFS_MAX_PERIOD_US, CFS_MIN_US, MIN_MEMORY_LIMIT
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 def limits_from(res: pb.LinuxContainerResources) -> PodLimits:
@@ -33,7 +29,7 @@ def limits_from(res: pb.LinuxContainerResources) -> PodLimits:
 
 @rpc("UpdatePodSandboxResources")
 async def update_pod_sandbox_resources(
-    d: Daemon, req: pb.UpdatePodSandboxResourcesRequest, ctx: object
+    d: Services, req: pb.UpdatePodSandboxResourcesRequest, ctx: object
 ) -> pb.UpdatePodSandboxResourcesResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

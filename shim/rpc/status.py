@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
+from shim.rpc.services import Services
 
 
 @rpc("Status")
-async def status(d: Daemon, req: pb.StatusRequest, ctx: object) -> pb.StatusResponse:
+async def status(d: Services, req: pb.StatusRequest, ctx: object) -> pb.StatusResponse:
     runtime_ok, runtime_reason, runtime_msg = d.runtime_ready()
     net_ok, net_msg = await d.network_ready()
     conditions = [

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import rpc
+from shim.rpc.services import Services
 from shim.version import RUNTIME_NAME, RUNTIME_VERSION
-
-if TYPE_CHECKING:
-    from shim.daemon import Daemon
 
 # The kubelet's runtime API version string; every CRI runtime reports 0.1.0 here.
 KUBELET_API_VERSION = "0.1.0"
@@ -17,7 +13,7 @@ RUNTIME_API_VERSION = "v1"
 
 
 @rpc("Version")
-async def version_rpc(d: Daemon, req: pb.VersionRequest, ctx: object) -> pb.VersionResponse:
+async def version_rpc(d: Services, req: pb.VersionRequest, ctx: object) -> pb.VersionResponse:
     return pb.VersionResponse(
         version=KUBELET_API_VERSION,
         runtime_name=RUNTIME_NAME,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from podsandbox import cgroups
+
 # The kernel rounds "no limit" to a page multiple below 2**63; anything above this is unlimited.
 UNLIMITED = 1 << 62
 
@@ -148,8 +150,6 @@ def cpu_v2(stat: str) -> int | None:
 
 # --- readers --------------------------------------------------------------------------------
 def hierarchies() -> Hierarchies:
-    from podsandbox import cgroups  # the host's mounts, read once
-
     lay = cgroups.layout()
     return Hierarchies(v1=dict(lay.v1), v2=lay.v2)
 

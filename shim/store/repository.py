@@ -12,7 +12,7 @@ import builtins
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from shim.store import db
 from shim.store.memo import IdentityMemo
@@ -28,10 +28,13 @@ class Repository(Generic[R]):
         self._cls = cls
         self._index: dict[str, R] = {}
         self._memo = IdentityMemo()
+        self._version = 0  # bumped by every write that reaches the index
+        self._answers: dict[str, tuple[int, Any]] = {}
 
     def _load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute(f"SELECT doc FROM {self._cls.TABLE}").fetchall()
         self._index = {r.id: r for r in (self._cls.from_json(doc) for (doc,) in rows)}
+        self._version += 1
 
     # Reads: memory only. Callers get copies, so they cannot change the index behind its back.
     def get(self, id_: str) -> R | None:
@@ -55,6 +58,18 @@ class Repository(Generic[R]):
         """``fn`` cached per record until that record is written again (each write puts a new
         object in the index, so identity tells). For hot-path conversions (CRI messages)."""
         return self._memo.wrap(key, fn)
+
+    def answer(self, key: str, make: Callable[[], T]) -> T:
+        """``make()``, kept until the table is written again: for a hot-path answer built
+        from the whole table (an unfiltered List response), so that the kubelet's polling
+        of an unchanged table costs a lookup. ``make`` must read only this table, and the
+        value must not be changed by those it is handed to."""
+        hit = self._answers.get(key)
+        if hit is not None and hit[0] == self._version:
+            return cast(T, hit[1])  # stored by this key's make
+        value = make()
+        self._answers[key] = (self._version, value)
+        return value
 
     def resolve(self, id_or_prefix: str) -> str | None:
         """A full id, or a unique prefix of one (crictl users type prefixes)."""
@@ -89,6 +104,7 @@ class Repository(Generic[R]):
             )
 
     def _apply(self, rec: R, delete: bool) -> None:
+        self._version += 1
         if delete:
             self._index.pop(rec.id, None)
             self._memo.forget(rec.id)

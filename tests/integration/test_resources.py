@@ -171,6 +171,42 @@ def test_pids_limit_from_the_config(ctr_pids: Ctr) -> None:
     assert 30 <= int(cg.read("pids", "pids.current")) <= 32  # the exec'd shell is gone
 
 
+@pytest.fixture(params=HANDLERS)
+def ctr_systemd(request: pytest.FixtureRequest, tmp_path: Path,
+                registry: ImageRegistry) -> Iterator[Ctr]:
+    """Like ``ctr``, with ``[runtime] cgroup_driver = "systemd"`` (and a default parent slice
+    of its own). systemd need not run: Tether makes the slices' directories itself."""
+    env = start_env(tmp_path, driver="systemd",
+                    extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
+    env.conflist([env.bridge(), {"type": "loopback"}])
+    ref = registry.ref("busybox")
+    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
+    yield Ctr(env, request.param, ref, tmp_path / "logs")
+    stop_env(env)
+
+
+def test_systemd_driver_puts_containers_beside_the_pause_holder(ctr_systemd: Ctr) -> None:
+    ctr = ctr_systemd
+    slice_ = f"{ctr.env.cgroup_parent.removesuffix('.slice')}-pod1.slice"
+    expanded = f"{ctr.env.cgroup_parent}/{slice_}"
+    sid, pcfg = ctr.pod("sd", cgroup_parent=slice_)
+    _, info = ctr.env.status(sid)
+    assert info["cgroup"] == f"{expanded}/tether-{sid}.scope"
+    cid = ctr.run(sid, pcfg, "main", ["sleep", "600"], linux=resources(
+        memory_limit_in_bytes=64 * MiB))
+    cg = Cgroup(ctr, cid)
+    assert cg.path == f"/{expanded}/tether-{cid}.scope"
+    pid = json.loads(ctr.status(cid, verbose=True).info["info"])["pid"]
+    assert f"memory:{cg.path}\n" in Path(f"/proc/{pid}/cgroup").read_text()
+    assert cg.read("memory", "memory.limit_in_bytes") == str(64 * MiB)
+    update(ctr, cid, memory_limit_in_bytes=128 * MiB)
+    assert cg.read("memory", "memory.limit_in_bytes") == str(128 * MiB)
+    ctr.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+    # the pod's slices went with it (Tether made them); the default parent stays empty
+    for point in cgroups.layout().mountpoints():
+        assert not (Path(point) / expanded).exists()
+
+
 # --- UpdateContainerResources -----------------------------------------------------------------
 
 

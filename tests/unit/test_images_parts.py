@@ -30,7 +30,7 @@ def test_collect_keeps_what_images_and_pins_reference(tmp_path: Path) -> None:
     (tmp_path / "tmp").mkdir()
     data = {name: name.encode() for name in ("kept", "pinned", "garbage")}
     for raw in data.values():
-        blobs.write(digest(raw), raw, str(tmp_path / "tmp"))
+        blobs.write(digest(raw), raw)
     chain = "sha256:" + "c" * 64
     snaps.commit(snaps.new_tmp(chain), chain)
     catalog = Catalog(lambda i: False)

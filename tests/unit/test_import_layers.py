@@ -11,6 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 EXCEPTIONS = Path(__file__).with_name("import_exceptions.txt")
 PACKAGES = ("shim", "podsandbox", "cni", "bench")
+# The RPC edge: the handlers, and the daemon that builds their Services and binds them.
+EDGE = ("shim.rpc", "shim.daemon", "shim.interceptor")
 
 
 def _rules(importer: str, imported: str) -> str | None:
@@ -24,11 +26,10 @@ def _rules(importer: str, imported: str) -> str | None:
         return "podsandbox imports only itself and cni"
     if top_from == "bench" and top_to == "shim" and not imported.startswith("shim.cri"):
         return "bench talks CRI (shim.cri) only"
-    if top_from == "shim" and not importer.startswith("shim.rpc") and \
-            imported.startswith("shim.rpc"):
+    if top_from == "shim" and not importer.startswith(EDGE) and imported.startswith("shim.rpc"):
         return "only shim.rpc is the RPC edge: nothing below imports it"
     if top_from in ("shim", "podsandbox", "cni") and imported.startswith("shim.cri") and \
-            not importer.startswith(("shim.rpc", "shim.cri", "shim.daemon", "shim.interceptor",
+            not importer.startswith((*EDGE, "shim.cri",
                                      # the client side of the edge (tether ns): facts out
                                      "shim.nsview.cri")):
         return "protobuf only at the RPC edge"

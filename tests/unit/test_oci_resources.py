@@ -120,13 +120,18 @@ def test_cgroups_path_cgroupfs() -> None:
 
 
 def test_cgroups_path_systemd() -> None:
+    # slices expanded by Tether, a scope per container: a path, not runc's slice:prefix:name
     sd = RuntimeOptions(cgroup_driver="systemd")
-    assert cgroups_path(pod(), "abc", sd) == "tether.slice:tether:abc"
+    assert cgroups_path(pod(), "abc", sd) == "/tether.slice/tether-abc.scope"
     assert cgroups_path(pod("kubepods-besteffort-pod1.slice"), "abc", sd) == (
-        "kubepods-besteffort-pod1.slice:tether:abc"
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/"
+        "tether-abc.scope"
     )
+    assert cgroups_path(pod("-.slice"), "abc", sd) == "/tether-abc.scope"
     with pytest.raises(InvalidArgument, match="slice"):
         cgroups_path(pod("/kubepods"), "abc", sd)
+    with pytest.raises(InvalidArgument, match="slice"):
+        cgroups_path(pod("kubepods.scope"), "abc", sd)
     with pytest.raises(InvalidArgument, match="driver"):
         cgroups_path(pod(), "abc", RuntimeOptions(cgroup_driver="other"))
 

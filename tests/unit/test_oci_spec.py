@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -42,8 +40,7 @@ SECCOMP_CALLS: list[tuple[str, Any]] = []
 
 @pytest.fixture(autouse=True)
 def fake_seccomp(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Stands in for shim.oci.seccomp (written separately): records what was asked."""
-    mod = types.ModuleType("shim.oci.seccomp")
+    """Stands in for shim.oci.seccomp's profiles: records what was asked."""
 
     def default_profile(**kw: Any) -> dict[str, Any]:
         SECCOMP_CALLS.append(("default", kw))
@@ -55,9 +52,8 @@ def fake_seccomp(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             raise InvalidArgument(f"seccomp profile {path}: no such file")
         return {"defaultAction": "SCMP_ACT_LOG", "from": path}
 
-    mod.default_profile = default_profile  # type: ignore[attr-defined]
-    mod.load_localhost = load_localhost  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "shim.oci.seccomp", mod)
+    monkeypatch.setattr(oci.seccomp, "default_profile", default_profile)
+    monkeypatch.setattr(oci.seccomp, "load_localhost", load_localhost)
     SECCOMP_CALLS.clear()
     yield
 

@@ -3,6 +3,7 @@ command line, and the CRI request conversion."""
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,23 @@ def test_pod_cgroup_paths() -> None:
                         ("a.scope", "systemd")):
         with pytest.raises(InvalidArgument, match="cgroup_parent"):
             cgroups.pod_cgroup(bad, driver, "abc")
+
+
+@pytest.mark.parametrize(("driver", "parent"), [
+    ("cgroupfs", ""), ("cgroupfs", "/kubepods/burstable/pod1"), ("cgroupfs", "/"),
+    ("systemd", ""), ("systemd", "kubepods-besteffort-pod1.slice"), ("systemd", "-.slice"),
+])
+def test_a_container_sits_beside_the_pause_holder(driver: str, parent: str) -> None:
+    """The container side names the pod's parent from the holder's cgroup alone (as the
+    driver names it) and gets a sibling of the holder's cgroup, by either driver."""
+    holder = cgroups.pod_cgroup(parent, driver, "sb1")
+    name = cgroups.parent_name(posixpath.dirname(holder), driver)
+    if parent:
+        assert name == parent
+    container = cgroups.pod_cgroup(name, driver, "c1")
+    assert posixpath.dirname(container) == posixpath.dirname(holder)
+    assert posixpath.basename(container) == ("tether-c1.scope" if driver == "systemd"
+                                              else "tether-c1")
 
 
 def test_sysctl_rules() -> None:

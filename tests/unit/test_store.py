@@ -79,3 +79,36 @@ def test_delete(tmp_path: Path) -> None:
     assert s.sandboxes.get("x") is None
     assert s.integrity_check() == "ok"
     s.close()
+
+
+def test_an_answer_is_kept_until_the_table_is_written(tmp_path: Path) -> None:
+    s = Store(str(tmp_path / "t.db"))
+    made: list[list[str]] = []
+
+    def ids() -> list[str]:
+        made.append(sorted(s.sandboxes.ids()))
+        return made[-1]
+
+    first = s.sandboxes.answer("ids", ids)
+    assert s.sandboxes.answer("ids", ids) is first and made == [[]]
+    asyncio.run(s.containers.put(ContainerRecord(id="c")))  # another table: still good
+    assert s.sandboxes.answer("ids", ids) is first
+    rec = SandboxRecord(id="x")
+    asyncio.run(s.sandboxes.put(rec))
+    assert s.sandboxes.answer("ids", ids) == ["x"]
+    rec.state = "ready"
+    asyncio.run(s.sandboxes.put(rec))  # a change of state is a write too
+    s.sandboxes.answer("ids", ids)
+    asyncio.run(s.sandboxes.delete(rec))
+    assert s.sandboxes.answer("ids", ids) == []
+    assert made == [[], ["x"], ["x"], []]
+    with pytest.raises(RuntimeError):  # a failed write changes nothing: the answer holds
+        s.write_sync([(s.sandboxes, SandboxRecord(id="y"), False),
+                      (s.sandboxes, _Broken(id="z"), False)])
+    assert s.sandboxes.answer("ids", ids) == [] and len(made) == 4
+    s.close()
+
+
+class _Broken(SandboxRecord):
+    def to_json(self) -> str:
+        raise RuntimeError("boom")
