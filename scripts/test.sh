@@ -46,12 +46,25 @@ step "test images (cached; tests/images/)"
 bash "$REPO/tests/images/build.sh" >/dev/null
 bash "$REPO/tests/images/critest.sh" >/dev/null
 
+# A temp dir of this run's own, not pytest's /tmp/pytest-of-root: every pytest session makes
+# that one 0700 again when it starts, and a user-namespaced container's root must search the
+# dirs above its rootfs (tests/rig/daemon.py's searchable); two runs at once stay apart.
+basetemp=()
+case " $* " in *" --basetemp"*) ;; *)
+  mkdir -p /tmp/tether-test
+  # runs older than a day go, unless something is still mounted in them (rm would follow)
+  for old in $(find /tmp/tether-test -mindepth 1 -maxdepth 1 -name 'run-*' -mmin +1440); do
+    grep -q " $old/" /proc/self/mountinfo || rm -rf "$old"
+  done
+  basetemp=("--basetemp=/tmp/tether-test/run-$(date +%Y%m%d-%H%M%S)-$$") ;;
+esac
+
 step "pytest $* (in a private network namespace)"
 TETHER_HOST_NETNS_INO=$(stat -L -c %i /proc/self/ns/net)
 export TETHER_HOST_NETNS_INO
 set +e
 unshare --net --fork --kill-child -- \
-  bash "$REPO/scripts/in-test-netns.sh" "$VENV/bin/python" -m pytest "$@"
+  bash "$REPO/scripts/in-test-netns.sh" "$VENV/bin/python" -m pytest "${basetemp[@]}" "$@"
 rc=$?
 set -e
 

@@ -54,6 +54,7 @@ from shim.streaming.session import Session, Stream
 TOKEN_TTL = 60.0
 HEAD_LIMIT = 16 * 1024
 FORWARD_READ = 256 * 1024  # port-forward: the most read from the pod's socket at once
+FIRST_SIZE_WAIT = 1.0  # how long an exec with a TTY waits for the client's terminal size
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                   "v2.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
@@ -329,25 +330,44 @@ class StreamingServer:
                                              ("stderr", t.stderr and not t.tty),
                                              ("resize", t.tty)) if on}
         streams = await session.open_streams(want)
-        fd, process_path = tempfile.mkstemp(dir=t.bundle, prefix="exec-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(t.process, f)
-        pid_path = process_path[: -len(".json")] + ".pid"
-        argv = t.runtime.argv("exec", "--process", process_path, "--pid-file", pid_path,
-                              t.container_id)
-        master = -1
+        process = t.process
+        master = slave = -1
+        started: asyncio.Future[asyncio.subprocess.Process] = \
+            asyncio.get_running_loop().create_future()
+        pumps: list[asyncio.Task[None]] = []
+        process_path = pid_path = ""
         try:
             if t.tty:
                 master, slave = os.openpty()
+                first = asyncio.get_running_loop().create_future()
+                pumps.append(asyncio.create_task(
+                    self._resize_pump(streams.get("resize"), master, started, first)))
+                # The process must start at the client's size: runc gives its pty no size
+                # until its own first resize, so a command that asks at once (stty size)
+                # could see 0x0 (1 run in 40 with runc; crun sizes first).
+                with contextlib.suppress(TimeoutError):
+                    width, height = await asyncio.wait_for(asyncio.shield(first),
+                                                           FIRST_SIZE_WAIT)
+                    process = {**process, "consoleSize": {"height": height, "width": width}}
+            fd, process_path = tempfile.mkstemp(dir=t.bundle, prefix="exec-", suffix=".json")
+            with os.fdopen(fd, "w") as f:
+                json.dump(process, f)
+            pid_path = process_path[: -len(".json")] + ".pid"
+            argv = t.runtime.argv("exec", "--process", process_path, "--pid-file", pid_path,
+                                  t.container_id)
+            if t.tty:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
                 os.close(slave)
+                slave = -1
             else:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.PIPE if t.stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            pumps = [asyncio.create_task(p) for p in self._exec_pumps(session, streams, proc,
-                                                                      master, t)]
+            started.set_result(proc)
+            io = [asyncio.create_task(p) for p in self._exec_pumps(session, streams, proc,
+                                                                   master, t)]
+            pumps = io + pumps
             waiting = asyncio.create_task(proc.wait())
             gone = asyncio.create_task(session.closed.wait())
             await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
@@ -358,16 +378,20 @@ class StreamingServer:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             code = await waiting
-            await asyncio.wait(pumps[:2], timeout=5)  # the output already read is delivered
+            await asyncio.wait(io[:2], timeout=5)  # the output already read is delivered
+        finally:
             for p in pumps:
                 p.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-        finally:
-            if master >= 0:
-                os.close(master)
+            for fd_ in (master, slave):
+                if fd_ >= 0:
+                    os.close(fd_)
+            if not started.done():
+                started.cancel()
             for path in (process_path, pid_path):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                    if path:
+                        os.unlink(path)
         err = streams["error"]
         if protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io"):
             await session.send(err, _status(code))
@@ -376,6 +400,24 @@ class StreamingServer:
         for st in streams.values():
             await session.close_stream(st)
         return code
+
+    @staticmethod
+    async def _resize_pump(st: Stream | None, master: int,
+                           started: asyncio.Future[asyncio.subprocess.Process],
+                           first: asyncio.Future[tuple[int, int]]) -> None:
+        """Each size the client sends, on our pty (the runtime's stdio), then SIGWINCH to
+        the runtime, which resizes the container's pty from ours; the first one also to
+        ``first``, before the runtime starts."""
+        if st is None:
+            return
+        async for width, height in terminal_sizes(st):
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            if not first.done():
+                first.set_result((width, height))
+            if started.done() and not started.cancelled():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(started.result().pid, signal.SIGWINCH)
 
     def _exec_pumps(self, session: Session | websocket.WsSession, streams: dict[str, Stream],
                     proc: asyncio.subprocess.Process, master: int,
@@ -419,19 +461,8 @@ class StreamingServer:
             elif proc.stdin is not None:
                 proc.stdin.close()
 
-        async def resize() -> None:
-            st = streams.get("resize")
-            if st is None:
-                return
-            async for width, height in terminal_sizes(st):
-                with contextlib.suppress(OSError):
-                    fcntl.ioctl(master, termios.TIOCSWINSZ,
-                                struct.pack("HHHH", height, width, 0, 0))
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGWINCH)  # the runtime resizes its pty
-
         if t.tty:
-            return [out_tty(), _nothing(), in_pump(), resize()]
+            return [out_tty(), _nothing(), in_pump()]
         return [out_pipe(proc.stdout, "stdout"), out_pipe(proc.stderr, "stderr"), in_pump()]
 
     # --- attach ------------------------------------------------------------------------------

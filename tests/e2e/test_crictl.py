@@ -327,8 +327,10 @@ def test_exec_streams_stdin_exit_codes_and_tty(crictl: Crictl) -> None:
     import termios
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # 40x100
+    # no sleep before stty: the process starts at the client's size (runc alone gave its pty
+    # no size until its first resize, and an immediate stty saw 0x0 one run in 40)
     proc = subprocess.Popen(crictl.argv("exec", "-it", cid, "sh", "-c",
-                                        "sleep 1; stty size; tty; exit 3"),
+                                        "stty size; tty; exit 3"),
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     out = b""
