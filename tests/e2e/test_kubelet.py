@@ -594,7 +594,9 @@ def test_user_namespaced_pod_by_annotation(kube: Kube) -> None:
             "sleep 3600 & wait"]
     doc = pod("userns", container("main", main, volumeMounts=[
         {"name": "work", "mountPath": "/work"}, {"name": "cm", "mountPath": "/cm"}]),
-        container("web", image=NGINX), shareProcessNamespace=True,
+        container("web", image=NGINX, readinessProbe={
+            "httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}),
+        shareProcessNamespace=True,
         volumes=[{"name": "work", "emptyDir": {}},
                  {"name": "cm", "configMap": {"name": "e2e-userns"}}])
     doc["metadata"]["annotations"] = {"io.tether.userns-mode": "auto"}
@@ -613,6 +615,15 @@ def test_user_namespaced_pod_by_annotation(kube: Kube) -> None:
     assert re.search(r"^\s*\d+\s+root\s+nginx: master process", ps, re.M), ps
     page = exec_(kube, "userns", "wget", "-q", "-O", "-", "http://127.0.0.1/").stdout
     assert "Welcome to nginx!" in page
+    # the kubelet's HTTP probe reached it (Ready above); kubectl port-forward does too
+    pf = _popen(kube, "port-forward", "pod/userns", ":80")
+    try:
+        line = _read_until(pf, b"-> 80").decode()
+        port = re.search(r"127\.0\.0\.1:(\d+) -> 80", line)
+        assert port, line
+        assert "Welcome to nginx!" in _curl(f"http://127.0.0.1:{port[1]}/").stdout
+    finally:
+        _end(pf)
     # from the node: the pod's processes run as the pod's ids, not as root
     cid = cstatus(kube, "userns")["containerID"].split("//", 1)[1]
     info = json.loads(kube.crictl("inspect", cid).stdout)["info"]

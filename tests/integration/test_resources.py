@@ -308,7 +308,10 @@ def test_oom_killed(ctr: Ctr) -> None:
     assert (st.state, st.exit_code, st.reason) == (pb.CONTAINER_EXITED, 137, "OOMKilled")
     # The kernel's own count, in the cgroup that outlives the process until RemoveContainer.
     oom_control = Cgroup(ctr, cid).read("memory", "memory.oom_control").splitlines()
-    assert "oom_kill 1" in oom_control, oom_control
+    # one kill or more: sh, head and tr share the cgroup, and under load the killer may
+    # take one of the pipeline first and the shell after
+    kills = next(int(line.split()[1]) for line in oom_control if line.startswith("oom_kill "))
+    assert kills >= 1, oom_control
     assert metric(ctr, "tether_containers_oom_total") == before + 1
     # A container killed with SIGKILL by StopContainer is not an OOM kill.
     k = ctr.run(sid, pcfg, "killed", ["sleep", "600"],
