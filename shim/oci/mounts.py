@@ -7,9 +7,9 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
+from podsandbox.types import PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.oci.types import PodContext
 
 # The kubelet's / containerd's defaults.
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (

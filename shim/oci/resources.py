@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podsandbox import cgroups as pod_cgroups
+from podsandbox.types import PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.oci.types import PodContext, RuntimeOptions
+from shim.oci.types import RuntimeOptions
 
 # CRI-O's minimum: below it runc's own init may not even start in the cgroup.
 MIN_MEMORY_LIMIT = 12 * 1024 * 1024

@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from podsandbox.types import IDMapping, Mode
+from podsandbox.types import IDMapping, Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.images.manifest import ImageConfig
@@ -23,7 +23,7 @@ from shim.oci import resources as _resources
 from shim.oci import seccomp
 from shim.oci import users as _users
 from shim.oci.resources import cgroups_path, resources_from_oci, resources_to_oci
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.types import ImageFiles, RuntimeOptions
 
 __all__ = [
     "OCI_VERSION",

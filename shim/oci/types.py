@@ -1,37 +1,11 @@
 """Inputs of the OCI spec generator (``shim.oci.spec.generate``): everything it needs besides
-the CRI messages themselves, gathered by the container manager. Frozen, so the generator is a
+the CRI messages themselves, gathered by the container manager (the pod's part,
+``podsandbox.types.PodContext``, made by the sandbox manager). Frozen, so the generator is a
 pure function of its arguments."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from podsandbox.types import IDMapping, Mode
-
-
-@dataclass(frozen=True)
-class PodContext:
-    """The pod a container joins, as the sandbox manager made it."""
-
-    sandbox_id: str
-    network: Mode  # POD or NODE
-    ipc: Mode  # POD or NODE
-    uts: Mode  # POD or NODE (NODE when network is NODE)
-    pid: Mode  # POD, CONTAINER or NODE (the pod's mode; a container may ask TARGET)
-    ns_paths: dict[str, str]  # kind ("net", "ipc", "uts", "pid") -> pinned path, POD kinds only
-    hostname: str
-    hostname_path: str  # file to bind at /etc/hostname
-    resolv_conf_path: str  # file to bind at /etc/resolv.conf
-    shm_path: str  # directory to bind at /dev/shm (the node's /dev/shm with host IPC)
-    # The pod's cgroup parent, named as the cgroup driver names it (cgroupfs "/a/b", systemd
-    # "a-b.slice"); "" = the driver's default parent.
-    cgroup_parent: str
-    sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, applied to containers
-    # The pod's own user namespace (pinned), "" when it has the node's, and its mappings
-    # (runc 1.1 wants them even when it joins the namespace by path).
-    userns_path: str = ""
-    uid_mappings: tuple[IDMapping, ...] = ()
-    gid_mappings: tuple[IDMapping, ...] = ()
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

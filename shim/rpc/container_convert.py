@@ -6,19 +6,19 @@ import json
 
 from google.protobuf import json_format
 
-from shim.containers.types import ContainerDetails, CState
+from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.nsview.model import privileged_of, spec_namespaces
 from shim.oci.resources import resources_from_oci
 from shim.store import ContainerRecord
 
 _STATES = {
-    CState.CREATING.value: pb.CONTAINER_CREATED,
-    CState.CREATED.value: pb.CONTAINER_CREATED,
-    CState.RUNNING.value: pb.CONTAINER_RUNNING,
-    CState.EXITED.value: pb.CONTAINER_EXITED,
-    CState.UNKNOWN.value: pb.CONTAINER_UNKNOWN,
-    CState.REMOVING.value: pb.CONTAINER_EXITED,
+    CState.CREATING: pb.CONTAINER_CREATED,
+    CState.CREATED: pb.CONTAINER_CREATED,
+    CState.RUNNING: pb.CONTAINER_RUNNING,
+    CState.EXITED: pb.CONTAINER_EXITED,
+    CState.UNKNOWN: pb.CONTAINER_UNKNOWN,
+    CState.REMOVING: pb.CONTAINER_EXITED,
 }
 
 
@@ -40,7 +40,7 @@ def to_container(rec: ContainerRecord) -> pb.Container:
 
 
 def to_status(rec: ContainerRecord) -> pb.ContainerStatus:
-    d = ContainerDetails.from_dict(rec.details)
+    d = rec.details
     mounts = [json_format.ParseDict(m, pb.Mount()) for m in d.mounts]
     st = pb.ContainerStatus(
         id=rec.id, metadata=_metadata(rec), state=state(rec), created_at=rec.created_at,
@@ -66,7 +66,7 @@ def cgroup_namespace(runtime_spec: object) -> str:
 
 
 def verbose_info(rec: ContainerRecord) -> dict[str, str]:
-    d = ContainerDetails.from_dict(rec.details)
+    d = rec.details
     try:
         with open(f"{d.bundle}/config.json") as f:
             runtime_spec = json.load(f)

@@ -9,8 +9,7 @@ import os
 from collections.abc import Callable
 
 from podsandbox import kernel, namespaces
-from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec
-from shim.containers.types import ContainerDetails
+from podsandbox.types import Mode, NamespaceModes, SandboxSpec
 from shim.cri import api_pb2 as pb
 from shim.errors import TetherError
 from shim.nspolicy.rules import Decision, NamespaceRef, Sharing, Subject
@@ -62,21 +61,20 @@ def container_subject(pod: SandboxRecord, config: pb.ContainerConfig) -> Subject
                    container_name=config.metadata.name)
 
 
-def container_sharings(pod: SandboxRecord, config: pb.ContainerConfig,
+def container_sharings(modes: NamespaceModes, config: pb.ContainerConfig,
                        inode: Inode = node_inode,
                        target_inode: Callable[[str], int | None] = lambda _: None
                        ) -> list[Sharing]:
     """What a container gets of the node's or another container's namespaces: net and IPC
-    as its pod has them (the runtime joins the pod's), PID as its own namespace options say;
-    TARGET; and, privileged, any host namespace at all (privileged_host)."""
-    modes = SandboxDetails.from_dict(pod.details).modes
+    as its pod has them (``modes``: the runtime joins the pod's), PID as its own namespace
+    options say; TARGET; and, privileged, any host namespace at all (privileged_host)."""
     nso = config.linux.security_context.namespace_options
     host: list[tuple[str, tuple[str, ...]]] = []
-    if modes.get("net") == Mode.NODE.value:
+    if modes.network is Mode.NODE:
         host.append(("host_network", ("net", "uts")))
-    if modes.get("ipc") == Mode.NODE.value:
+    if modes.ipc is Mode.NODE:
         host.append(("host_ipc", ("ipc",)))
-    if nso.pid == pb.NODE or (nso.pid == pb.POD and modes.get("pid") == Mode.NODE.value):
+    if nso.pid == pb.NODE or (nso.pid == pb.POD and modes.pid is Mode.NODE):
         host.append(("host_pid", ("pid",)))
     out = [Sharing(kind, _node(types, inode)) for kind, types in host]
     if nso.pid == pb.TARGET:
@@ -92,7 +90,7 @@ def _target_inode(d: Services) -> Callable[[str], int | None]:
     def lookup(target_id: str) -> int | None:
         with contextlib.suppress(TetherError, OSError):
             rec = d.containers.get(target_id)
-            pid = ContainerDetails.from_dict(rec.details).pid
+            pid = rec.details.pid
             if pid is not None and kernel.alive(pid.pid, pid.start_time):
                 return os.stat(f"/proc/{pid.pid}/ns/pid").st_ino
         return None
@@ -117,5 +115,6 @@ def check_container(d: Services, sandbox_id: str,
     except TetherError:
         return None, []  # CreateContainer itself says NotFound
     subject = container_subject(pod, config)
-    sharings = container_sharings(pod, config, target_inode=_target_inode(d))
+    sharings = container_sharings(d.sandboxes.status_view(pod).modes, config,
+                                  target_inode=_target_inode(d))
     return subject, d.nspolicy.check("CreateContainer", subject, sharings)

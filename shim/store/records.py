@@ -1,7 +1,9 @@
 """Typed records the store holds. Managers own the meaning of ``state`` and ``details``.
 
-``details`` is a JSON object a manager fills from its own dataclasses (steps done, namespace
-pins, monitor pids, ...); the store only keeps it whole with the rest of the record.
+A pod's and a container's ``details`` are their manager's dataclass (steps done, namespace
+pins, monitor pids, ...: ``podsandbox.types.SandboxDetails``, ``shim.containers.types
+.ContainerDetails``) and ``state`` its enum: the store keeps them whole as JSON and decodes
+them once, when it reads a record, so nobody else decodes them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
+
+from podsandbox.types import SandboxDetails, State
+from shim.containers.types import ContainerDetails, CState
 
 R = TypeVar("R", bound="Record")
 
@@ -21,14 +26,22 @@ class Record:
     id: str
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), sort_keys=True)
+        return json.dumps(self._encode(), separators=(",", ":"), sort_keys=True)
+
+    def _encode(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The typed fields of a record's JSON (``data``: the fields this version knows)."""
+        return data
 
     @classmethod
     def from_json(cls: type[R], text: str) -> R:
         data = json.loads(text)
         names = {f.name for f in dataclasses.fields(cls)}
         # Unknown keys come from a newer schema version; keep what this version knows.
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**cls._decode({k: v for k, v in data.items() if k in names}))
 
     def copy(self: R) -> R:
         return self.from_json(self.to_json())
@@ -42,12 +55,20 @@ class SandboxRecord(Record):
     namespace: str = ""
     uid: str = ""
     attempt: int = 0
-    state: str = "creating"
+    state: State = State.CREATING
     created_at: int = 0  # ns since the epoch
     runtime_handler: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: SandboxDetails = field(default_factory=SandboxDetails)
+
+    def _encode(self) -> dict[str, Any]:
+        return {**_fields(self), "details": self.details.to_dict()}
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "state": State(data.get("state", State.CREATING)),
+                "details": SandboxDetails.from_dict(data.get("details") or {})}
 
 
 @dataclass
@@ -57,7 +78,7 @@ class ContainerRecord(Record):
     sandbox_id: str = ""
     name: str = ""
     attempt: int = 0
-    state: str = "creating"
+    state: CState = CState.CREATING
     created_at: int = 0
     started_at: int = 0
     finished_at: int = 0
@@ -66,7 +87,15 @@ class ContainerRecord(Record):
     image_ref: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: ContainerDetails = field(default_factory=ContainerDetails)
+
+    def _encode(self) -> dict[str, Any]:
+        return {**_fields(self), "details": self.details.to_dict()}
+
+    @classmethod
+    def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "state": CState(data.get("state", CState.CREATING)),
+                "details": ContainerDetails.from_dict(data.get("details") or {})}
 
 
 @dataclass
@@ -78,3 +107,8 @@ class ImageRecord(Record):
     size: int = 0
     created_at: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def _fields(rec: Record) -> dict[str, Any]:
+    """A record's fields as they are (json.dumps copies nothing it need not)."""
+    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from podsandbox import cgroups
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.images.manifest import ImageConfig
 from shim.oci import spec as oci
 from shim.oci.caps import ALL_CAPS
 from shim.oci.host import bounding_capabilities
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.types import ImageFiles, RuntimeOptions
 from tests.rig.images import layout_path
 
 RUNTIMES = [r for r in ("runc", "crun") if shutil.which(r)]

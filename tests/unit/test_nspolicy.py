@@ -189,10 +189,14 @@ def test_pod_sharings() -> None:
     assert [s.kind for s in conv.pod_sharings(own_user, _inode)] == []
 
 
-def _pod(net: str = "POD", pid: str = "CONTAINER", ipc: str = "POD") -> SandboxRecord:
+def _pod() -> SandboxRecord:
     return SandboxRecord(id="p1", name="web", namespace="prod", uid="u1", runtime_handler="crun",
-                         labels={"app": "web"},
-                         details={"modes": {"net": net, "ipc": ipc, "uts": net, "pid": pid}})
+                         labels={"app": "web"})
+
+
+def _modes(net: Mode = Mode.POD, pid: Mode = Mode.CONTAINER, ipc: Mode = Mode.POD
+           ) -> NamespaceModes:
+    return NamespaceModes(network=net, pid=pid, ipc=ipc)
 
 
 def _ctr(pid: int = pb.CONTAINER, target: str = "", privileged: bool = False
@@ -205,16 +209,17 @@ def _ctr(pid: int = pb.CONTAINER, target: str = "", privileged: bool = False
 
 
 def test_container_sharings() -> None:
-    assert conv.container_sharings(_pod(), _ctr(), _inode) == []
-    (t,) = conv.container_sharings(_pod(), _ctr(pb.TARGET, "c1"), _inode, lambda _: 99)
+    assert conv.container_sharings(_modes(), _ctr(), _inode) == []
+    (t,) = conv.container_sharings(_modes(), _ctr(pb.TARGET, "c1"), _inode, lambda _: 99)
     assert t == Sharing("target_pid", {"pid": NamespaceRef("container", 99, "c1")})
-    kinds = [s.kind for s in conv.container_sharings(_pod(net="NODE"), _ctr(pb.NODE), _inode)]
+    kinds = [s.kind for s in conv.container_sharings(_modes(net=Mode.NODE), _ctr(pb.NODE),
+                                                     _inode)]
     assert kinds == ["host_network", "host_pid"]
-    got = conv.container_sharings(_pod(ipc="NODE"), _ctr(privileged=True), _inode)
+    got = conv.container_sharings(_modes(ipc=Mode.NODE), _ctr(privileged=True), _inode)
     assert [s.kind for s in got] == ["host_ipc", "privileged_host"]
     assert got[1].namespaces == {"ipc": NamespaceRef("node", 4)}
     # privileged in the pod's own namespaces: no host sharing at all
-    assert conv.container_sharings(_pod(), _ctr(privileged=True), _inode) == []
+    assert conv.container_sharings(_modes(), _ctr(privileged=True), _inode) == []
     s = conv.container_subject(_pod(), _ctr())
     assert (s.pod_id, s.container_name, s.runtime_handler, s.labels) == \
         ("p1", "dbg", "crun", {"app": "web"})

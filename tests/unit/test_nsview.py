@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from podsandbox.cgroups import Layout
+from podsandbox.types import State
 from shim.nsview import model
 from shim.nsview.model import ContainerFacts, PodFacts
 from shim.rpc.container_convert import cgroup_namespace
@@ -168,7 +169,7 @@ def test_store_read_only_sees_committed_records_and_writes_nothing(tmp_path: Pat
     with pytest.raises(FileNotFoundError):
         readonly.read(db_path)
     s = Store(db_path)
-    s.write_sync([(s.sandboxes, SandboxRecord(id="p1", name="web", state="ready"), False),
+    s.write_sync([(s.sandboxes, SandboxRecord(id="p1", name="web", state=State.READY), False),
                   (s.containers, ContainerRecord(id="c1", sandbox_id="p1", name="app"), False)])
     # the daemon still up (its WAL not checkpointed): committed records are seen
     pods, ctrs = readonly.read(db_path)

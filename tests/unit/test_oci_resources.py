@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.oci.resources import (
@@ -15,7 +15,7 @@ from shim.oci.resources import (
     resources_from_oci,
     resources_to_oci,
 )
-from shim.oci.types import PodContext, RuntimeOptions
+from shim.oci.types import RuntimeOptions
 
 pytestmark = pytest.mark.unit
 

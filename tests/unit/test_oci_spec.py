@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.images.manifest import ImageConfig
 from shim.oci import spec as oci
 from shim.oci.caps import ALL_CAPS
 from shim.oci.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.types import ImageFiles, RuntimeOptions
 
 pytestmark = pytest.mark.unit
 
