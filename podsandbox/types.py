@@ -216,18 +216,20 @@ class SandboxDetails:
             d["userns"] = UserNamespace.from_dict(d["userns"])
         if "config_json" in data and "privileged" not in data:
             # written before the pod's privilege and sysctls were kept on their own: the
-            # whole CRI config was (protobuf JSON)
-            d["privileged"], d["sysctls"] = _from_cri_json(data["config_json"])
+            # whole CRI config was
+            linux = cri_json_linux(data["config_json"])
+            d["privileged"] = bool((linux.get("securityContext") or {}).get("privileged"))
+            d["sysctls"] = {str(k): str(v) for k, v in (linux.get("sysctls") or {}).items()}
         return cls(**d)
 
 
-def _from_cri_json(text: str) -> tuple[bool, dict[str, str]]:
+def cri_json_linux(text: str) -> dict[str, Any]:
+    """``linux`` of a CRI config as records of older versions kept it (protobuf JSON)."""
     try:
-        linux = (json.loads(text) if text else {}).get("linux") or {}
-        return (bool((linux.get("securityContext") or {}).get("privileged")),
-                {str(k): str(v) for k, v in (linux.get("sysctls") or {}).items()})
+        linux = (json.loads(text) if text else {}).get("linux")
     except (ValueError, AttributeError):
-        return False, {}
+        return {}
+    return linux if isinstance(linux, dict) else {}
 
 
 @dataclass(frozen=True)

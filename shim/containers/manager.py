@@ -22,8 +22,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
 from cni.fileio import atomic_write
 from podsandbox import kernel
 from podsandbox.lifecycle import Lifecycle
@@ -34,7 +32,6 @@ from shim.config import Config
 from shim.containers import events, exec_sync
 from shim.containers.metrics import OOM_KILLS
 from shim.containers.types import ContainerDetails, CState
-from shim.cri import api_pb2 as pb
 from shim.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -51,7 +48,7 @@ from shim.oci import conmon, lookup, spec
 from shim.oci.features import HandlerFeatures
 from shim.oci.resources import resources_to_oci
 from shim.oci.runtime import OCIRuntime
-from shim.oci.types import ImageFiles, RuntimeOptions
+from shim.oci.types import ContainerSpec, ImageFiles, PidMode, Resources, RuntimeOptions
 from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
@@ -100,32 +97,25 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"  # as _create reserves it
 
     # --- create --------------------------------------------------------------------------
-    async def create(self, sandbox_id: str, config: pb.ContainerConfig,
-                     sandbox_config: pb.PodSandboxConfig) -> str:
+    async def create(self, sandbox_id: str, config: ContainerSpec) -> str:
         # under the pod's lock: a StopPodSandbox meanwhile either comes first (and this is
         # refused) or sees the new container and stops it
         async with self.sandboxes.ready(sandbox_id) as pod:
-            return await self._create(pod, config, sandbox_config)
+            return await self._create(pod, config)
 
-    async def _create(self, pod: SandboxRecord, config: pb.ContainerConfig,
-                      sandbox_config: pb.PodSandboxConfig) -> str:
-        if not config.metadata.name:
-            raise InvalidArgument("config.metadata.name: required")
-        if not config.image.image:
-            raise InvalidArgument("config.image.image: required")
-        image = self.images.get(config.image.image)
+    async def _create(self, pod: SandboxRecord, config: ContainerSpec) -> str:
+        image = self.images.get(config.image)
         if image is None:
-            raise NotFound(f"image {config.image.image!r} not found (pull it first)")
-        key = f"{pod.id}/{config.metadata.name}/{config.metadata.attempt}"
+            raise NotFound(f"image {config.image!r} not found (pull it first)")
+        key = f"{pod.id}/{config.name}/{config.attempt}"
         if key in self._names:
             raise AlreadyExists(
-                f"container {config.metadata.name!r} (attempt {config.metadata.attempt}) "
+                f"container {config.name!r} (attempt {config.attempt}) "
                 f"already exists in pod {pod.id} as {self._names[key]}")
         cid = secrets.token_hex(32)
         self._names[key] = cid
         tracing.annotate(runtime_handler=pod.runtime_handler, image_ref=image.id)
         pc = self.sandboxes.pod_context(pod)
-        annotations = dict(config.annotations)
         ids = self._rootfs_ids(pc)
         d = ContainerDetails(
             handler=pc.runtime_handler,
@@ -133,19 +123,19 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             bundle=os.path.join(self.cfg.paths.run, "containers", cid),
             log_path=self._log_path(pc, config, cid),
             tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
-            stop_signal=_stop_signal(config, image.config.stop_signal),
-            mounts=[json_format.MessageToDict(m, preserving_proto_field_name=True)
-                    for m in config.mounts],
-            config_json=json_format.MessageToJson(config, indent=None),
+            # the container's own, else the image's StopSignal, else SIGTERM
+            stop_signal=config.stop_signal or image.config.stop_signal or "SIGTERM",
+            mounts=list(config.mounts),
+            privileged=config.security.privileged,
             image_id=image.id,
             # in the intent: a removal meanwhile must not take the copies this one uses
             shifted_key=ids.key() if ids and ids.copy else "",
         )
         rec = ContainerRecord(
-            id=cid, sandbox_id=pod.id, name=config.metadata.name,
-            attempt=config.metadata.attempt, state=CState.CREATING,
-            created_at=time.time_ns(), image=config.image.image, image_ref=image.id,
-            labels=dict(config.labels), annotations=annotations, details=d,
+            id=cid, sandbox_id=pod.id, name=config.name, attempt=config.attempt,
+            state=CState.CREATING, created_at=time.time_ns(), image=config.image,
+            image_ref=image.id, labels=dict(config.labels),
+            annotations=dict(config.annotations), details=d,
         )
         async with self._lock(cid):
             try:
@@ -156,14 +146,14 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                 self._names.pop(key, None)
                 raise
             try:
-                await self._prepare(rec, d, config, sandbox_config, pc, image, ids)
+                await self._prepare(rec, d, config, pc, image, ids)
             except BaseException:
                 with tracing.span("container.cleanup", container_id=cid):
                     await self._cleanup(rec, d)
                 raise
         return cid
 
-    def _log_path(self, pc: PodContext, config: pb.ContainerConfig, cid: str) -> str:
+    def _log_path(self, pc: PodContext, config: ContainerSpec, cid: str) -> str:
         if pc.log_directory and config.log_path:
             path = os.path.normpath(os.path.join(pc.log_directory, config.log_path))
             if not path.startswith(os.path.normpath(pc.log_directory) + os.sep):
@@ -177,9 +167,8 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             return None
         return RootfsIds(pc.userns_path, pc.uid_mappings, pc.gid_mappings, copy=self.userns_copy)
 
-    async def _prepare(self, rec: ContainerRecord, d: ContainerDetails, config: pb.ContainerConfig,
-                       sandbox_config: pb.PodSandboxConfig, pc: PodContext, image: Any,
-                       ids: RootfsIds | None) -> None:
+    async def _prepare(self, rec: ContainerRecord, d: ContainerDetails, config: ContainerSpec,
+                       pc: PodContext, image: Any, ids: RootfsIds | None) -> None:
         os.makedirs(d.bundle, mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(d.log_path), mode=0o755, exist_ok=True)
         with tracing.span("container.rootfs", container_id=rec.id, image_ref=image.id,
@@ -187,7 +176,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                           userns="" if ids is None else "copy" if ids.copy else "idmap"):
             d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir, ids)
         await self.store.containers.put(rec)
-        if any(m.HasField("image") and m.image.image for m in config.mounts):
+        if any(m.image is not None and m.image.image for m in config.mounts):
             with tracing.span("container.image_volumes", container_id=rec.id):
                 config = await self._image_volumes(rec, d, config, ids)
         files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
@@ -201,24 +190,24 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                         f"runtime.absent_mount_sources_to_reject)")
                 # The kubelet expects an absent host path to be made as a directory.
                 os.makedirs(m.host_path, mode=0o755, exist_ok=True)
-        if any(m.uidMappings or m.gidMappings for m in config.mounts):
+        if any(m.uid_mappings or m.gid_mappings for m in config.mounts):
             config = await asyncio.to_thread(self._idmapped_volumes, d, config, pc)
         target_pid = 0
-        ns = config.linux.security_context.namespace_options
-        if ns.pid == pb.TARGET:
-            target = self.get(ns.target_id)
+        sc = config.security
+        if sc.pid is PidMode.TARGET:
+            target = self.get(sc.target_id)
             td = target.details
             if target.sandbox_id != pc.sandbox_id or td.pid is None or \
                     not kernel.alive(td.pid.pid, td.pid.start_time):
                 raise FailedPrecondition(
                     f"linux.security_context.namespace_options.target_id: container "
-                    f"{ns.target_id!r} is not running in this pod")
+                    f"{sc.target_id!r} is not running in this pod")
             target_pid = td.pid.pid
         # off the event loop: it reads files a request names (a Localhost seccomp profile)
         with tracing.span("oci.spec", container_id=rec.id, runtime_handler=d.handler):
             doc = await asyncio.to_thread(
-                spec.generate, rec.id, config, sandbox_config, pc, image.config, files,
-                d.rootfs, self._options(d.handler), target_pid=target_pid,
+                spec.generate, rec.id, config, pc, image.config, files, d.rootfs,
+                self._options(d.handler), target_pid=target_pid,
                 device_info=_device_info(config),
             )
         proc = doc["process"]
@@ -242,31 +231,21 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
-                             config: pb.ContainerConfig, ids: RootfsIds | None
-                             ) -> pb.ContainerConfig:
+                             config: ContainerSpec, ids: RootfsIds | None) -> ContainerSpec:
         """Mount each image volume (KEP-4639) read-only under the container's dir and give
-        the spec generator a config in which it is a plain read-only bind of that mount (or
-        of its sub path). The images count as in use while the container exists."""
-        if not any(m.HasField("image") and m.image.image for m in config.mounts):
-            return config
-        out = pb.ContainerConfig()
-        out.CopyFrom(config)
-        for i, m in enumerate(out.mounts):
-            if not (m.HasField("image") and m.image.image):
+        the spec generator a spec in which it is a plain read-only bind of that mount (or of
+        its sub path). The images count as in use while the container exists."""
+        mounts = list(config.mounts)
+        for i, m in enumerate(mounts):
+            if m.image is None or not m.image.image:
                 continue
             field = f"mounts[{i}]"
-            if m.host_path:
-                raise InvalidArgument(f"{field}: an image volume has no host_path")
-            if not m.readonly:
-                raise InvalidArgument(f"{field}.readonly: an image volume is read-only")
-            sub = m.image_sub_path
-            if sub and (sub.startswith("/") or ".." in sub.split("/")):
-                raise InvalidArgument(
-                    f"{field}.image_sub_path {sub!r}: must be a relative path inside the image")
+            sub = m.image_sub_path  # relative, without '..' (container_convert)
             target = os.path.join(d.container_dir, IMAGE_VOLUMES_DIR, str(i))
             image_id, root = await self.images.mount_image_volume(m.image.image, target, ids)
             d.image_volume_ids.append(image_id)
-            d.mounts[i].setdefault("image", {})["image_ref"] = image_id
+            d.mounts[i] = dataclasses.replace(
+                d.mounts[i], image=dataclasses.replace(m.image, image_ref=image_id))
             await self.store.containers.put(rec)
             source = root
             if sub:
@@ -277,30 +256,26 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                 if not os.path.exists(source):
                     raise InvalidArgument(
                         f"{field}.image_sub_path {sub!r}: not found in image {m.image.image!r}")
-            m.host_path = source
-            m.ClearField("image")
-            m.image_sub_path = ""
-        return out
+            mounts[i] = dataclasses.replace(m, host_path=source, image=None, image_sub_path="")
+        return dataclasses.replace(config, mounts=tuple(mounts))
 
     @staticmethod
-    def _idmapped_volumes(d: ContainerDetails, config: pb.ContainerConfig,
-                          pc: PodContext) -> pb.ContainerConfig:
+    def _idmapped_volumes(d: ContainerDetails, config: ContainerSpec,
+                          pc: PodContext) -> ContainerSpec:
         """Each mount with uid/gid mappings (the kubelet's, for a pod with a user namespace):
         an idmapped mount of its host path attached at ``<container>/idmapped/<i>``, which the
         spec binds instead, so the node's files keep their owners as the pod sees them."""
-        out = pb.ContainerConfig()
-        out.CopyFrom(config)
-        for i, m in enumerate(out.mounts):
-            if not (m.uidMappings or m.gidMappings):
+        mounts = list(config.mounts)
+        for i, m in enumerate(mounts):
+            if not (m.uid_mappings or m.gid_mappings):
                 continue
             field = f"mounts[{i}]"
             if not pc.userns_path:
                 raise InvalidArgument(f"{field}.uidMappings: the pod has no user namespace of "
                                       "its own to map this mount into")
-            for name, given, pods in (("uidMappings", m.uidMappings, pc.uid_mappings),
-                                      ("gidMappings", m.gidMappings, pc.gid_mappings)):
-                if [(x.container_id, x.host_id, x.length) for x in given] != \
-                        [(x.container_id, x.host_id, x.length) for x in pods]:
+            for name, given, pods in (("uidMappings", m.uid_mappings, pc.uid_mappings),
+                                      ("gidMappings", m.gid_mappings, pc.gid_mappings)):
+                if given != pods:
                     raise InvalidArgument(f"{field}.{name}: must be the pod's user namespace "
                                           "mappings")
             target = os.path.join(d.container_dir, IDMAPPED_DIR, str(i))
@@ -318,10 +293,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                     f"{field}.host_path {m.host_path!r}: cannot be idmapped "
                     f"({e.strerror or e}): its file system may not support idmapped mounts"
                 ) from None
-            m.host_path = target
-            m.ClearField("uidMappings")
-            m.ClearField("gidMappings")
-        return out
+            mounts[i] = dataclasses.replace(m, host_path=target, uid_mappings=(),
+                                            gid_mappings=())
+        return dataclasses.replace(config, mounts=tuple(mounts))
 
     def _publish(self, kind: events.Kind, cid: str, sandbox_id: str) -> None:
         def make() -> events.ContainerEvent:
@@ -606,8 +580,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                                f"{REOPEN_WAIT:g}s ({why})")
             await asyncio.sleep(0.01)
 
-    async def update_resources(self, id_or_prefix: str,
-                               resources: pb.LinuxContainerResources) -> None:
+    async def update_resources(self, id_or_prefix: str, resources: Resources) -> None:
         rec = self.get(id_or_prefix)
         async with self._lock(rec.id):
             rec = self.get(rec.id)
@@ -681,13 +654,6 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         self.images.drop_shifted(keep - {""})
 
 
-def _stop_signal(config: pb.ContainerConfig, image_signal: str) -> str:
-    """The container's own stop signal, else the image's StopSignal, else SIGTERM."""
-    if config.stop_signal:
-        return pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
-    return image_signal or "SIGTERM"
-
-
 def _read_image_file(rootfs: str, path: str, limit: int = 1 << 20) -> str:
     """A small file of the image (its /etc/passwd): links resolved inside the rootfs, never
     to the host's files; only a regular file, opened non-blocking, at most ``limit`` bytes.
@@ -713,12 +679,12 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(doc), 0o600)  # it may hold the container's secrets (env)
 
 
-def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:
+def _device_info(config: ContainerSpec) -> dict[str, tuple[str, int, int, int]]:
     """Type, major, minor and mode of each host device the config asks for."""
     info: dict[str, tuple[str, int, int, int]] = {}
     asked = [dev.host_path for dev in config.devices]
     every = [os.path.join("/dev", n) for n in os.listdir("/dev")] \
-        if config.linux.security_context.privileged else []
+        if config.security.privileged else []
     for path in [*asked, *every]:
         try:
             # a requested path may be a link (/dev/disk/by-id/...); of /dev's own entries only

@@ -8,7 +8,7 @@ from typing import Any
 
 from podsandbox.kernel import alive
 from podsandbox.views import status_view
-from shim.nsview.model import ContainerFacts, PodFacts, privileged_of, spec_namespaces
+from shim.nsview.model import ContainerFacts, PodFacts, spec_namespaces
 from shim.store import readonly
 
 DB_NAME = "tether.db"  # under paths.root, as the daemon opens it
@@ -42,7 +42,7 @@ def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
         pid = cd.pid.pid if cd.pid and alive(cd.pid.pid, cd.pid.start_time) else 0
         containers.append(ContainerFacts(
             id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state.value, pid=pid,
-            privileged=privileged_of(cd.config_json),
+            privileged=cd.privileged,
             spec_namespaces=spec_namespaces(_spec(cd.bundle)),
         ))
     return pods, containers

@@ -141,11 +141,7 @@ def test_json_and_table() -> None:
     assert model.render_findings([]) == "no risky namespace sharing found\n"
 
 
-def test_privileged_and_spec_namespaces_parsing() -> None:
-    assert model.privileged_of('{"linux": {"securityContext": {"privileged": true}}}')
-    assert not model.privileged_of('{"linux": {}}')
-    assert not model.privileged_of("")
-    assert not model.privileged_of("not json")
+def test_spec_namespaces_parsing() -> None:
     assert model.spec_namespaces(None) is None
     spec = {"linux": {"namespaces": [{"type": "network", "path": "/p"}, {"type": "mount"}]}}
     assert model.spec_namespaces(spec) == {"net": "/p", "mnt": ""}
