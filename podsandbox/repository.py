@@ -12,7 +12,7 @@ from podsandbox.types import SandboxDetails, State
 
 class SandboxRecord(Protocol):
     """The fields of a pod's record the manager reads and writes; ``details`` is the manager's
-    own, which the store keeps whole (``SandboxDetails.to_dict``) and decodes once, when it
+    own, which the store keeps whole (``SandboxDetails.json_fields``) and decodes once, when it
     reads the record (``from_dict``)."""
 
     id: str

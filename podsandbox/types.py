@@ -190,10 +190,10 @@ class SandboxDetails:
     privileged: bool = False  # the pod's security context says so
     sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, as asked
 
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["modes"] = {k: self.modes.mode_of(k).value for k in PIN_KINDS}
-        return out
+    def json_fields(self) -> dict[str, Any]:
+        """The fields as the store writes them (its JSON encoder walks the nested ones): the
+        modes by kind, as the CRI names them."""
+        return {**vars(self), "modes": {k: self.modes.mode_of(k).value for k in PIN_KINDS}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxDetails:

@@ -47,9 +47,6 @@ class ContainerDetails:
     # the mapping whose shifted layer copies its rootfs uses (user namespace, copy mode)
     shifted_key: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerDetails:
         names = {f.name for f in dataclasses.fields(cls)}

@@ -26,10 +26,7 @@ class Record:
     id: str
 
     def to_json(self) -> str:
-        return json.dumps(self._encode(), separators=(",", ":"), sort_keys=True)
-
-    def _encode(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return json.dumps(self, separators=(",", ":"), sort_keys=True, default=_fields)
 
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -62,9 +59,6 @@ class SandboxRecord(Record):
     annotations: dict[str, str] = field(default_factory=dict)
     details: SandboxDetails = field(default_factory=SandboxDetails)
 
-    def _encode(self) -> dict[str, Any]:
-        return {**_fields(self), "details": self.details.to_dict()}
-
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "state": State(data.get("state", State.CREATING)),
@@ -89,9 +83,6 @@ class ContainerRecord(Record):
     annotations: dict[str, str] = field(default_factory=dict)
     details: ContainerDetails = field(default_factory=ContainerDetails)
 
-    def _encode(self) -> dict[str, Any]:
-        return {**_fields(self), "details": self.details.to_dict()}
-
     @classmethod
     def _decode(cls, data: dict[str, Any]) -> dict[str, Any]:
         return {**data, "state": CState(data.get("state", CState.CREATING)),
@@ -109,6 +100,9 @@ class ImageRecord(Record):
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _fields(rec: Record) -> dict[str, Any]:
-    """A record's fields as they are (json.dumps copies nothing it need not)."""
-    return {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as json.dumps encodes them (its ``json_fields`` when its stored
+    shape differs), for json.dumps to walk on: nothing copied, unlike ``dataclasses.asdict``
+    (which made a status call's copy of a record several times slower)."""
+    own = getattr(obj, "json_fields", None)
+    return own() if own is not None else vars(obj)

@@ -203,11 +203,18 @@ def test_details_round_trip_and_records_of_older_versions() -> None:
         holder=Process(10, 20), port_mappings=(PortMapping(80, 8080, "udp", "10.0.0.1"),),
         bandwidth=Bandwidth(ingress_rate=1000), dns=DNSConfig(("1.1.1.1",), ("svc",), ()),
         userns=UserNamespace(ids, ids), privileged=True, sysctls={"kernel.msgmax": "9000"})
-    stored = d.to_dict()
-    # the stored shape of a pod's modes: every kind, as the CRI names the modes
+    rec = SandboxRecord(id="p1", details=d)
+    stored = json.loads(rec.to_json())["details"]  # as the store writes it
+    # a pod's modes by kind, as the CRI names them; the rest by the fields' names
     assert stored["modes"] == {"user": "NODE", "net": "NODE", "ipc": "POD", "uts": "NODE",
                                "pid": "POD"}
-    assert SandboxDetails.from_dict(json.loads(json.dumps(stored))) == d
+    assert stored["holder"] == {"pid": 10, "start_time": 20}
+    assert stored["port_mappings"] == [{"container_port": 80, "host_port": 8080,
+                                        "protocol": "udp", "host_ip": "10.0.0.1"}]
+    assert stored["dns"] == {"servers": ["1.1.1.1"], "searches": ["svc"], "options": []}
+    assert stored["userns"]["uids"] == [{"container_id": 0, "host_id": 100000,
+                                         "length": 65536}]
+    assert SandboxDetails.from_dict(stored) == d and rec.copy() == rec
     # before the pod's privilege and sysctls were kept, its whole CRI config was
     old = SandboxDetails.from_dict({
         "modes": {"net": "POD", "ipc": "POD", "uts": "POD", "pid": "CONTAINER"},
