@@ -94,7 +94,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         return OCIRuntime(handler, h.path, h.root)
 
     def _name_key(self, rec: ContainerRecord) -> str:
-        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"  # as _create reserves it
+        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"
 
     # --- create --------------------------------------------------------------------------
     async def create(self, sandbox_id: str, config: ContainerSpec) -> str:
@@ -107,14 +107,8 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         image = self.images.get(config.image)
         if image is None:
             raise NotFound(f"image {config.image!r} not found (pull it first)")
-        key = f"{pod.id}/{config.name}/{config.attempt}"
-        if key in self._names:
-            raise AlreadyExists(
-                f"container {config.name!r} (attempt {config.attempt}) "
-                f"already exists in pod {pod.id} as {self._names[key]}")
-        cid = secrets.token_hex(32)
-        self._names[key] = cid
         tracing.annotate(runtime_handler=pod.runtime_handler, image_ref=image.id)
+        cid = secrets.token_hex(32)
         pc = self.sandboxes.pod_context(pod)
         ids = self._rootfs_ids(pc)
         d = ContainerDetails(
@@ -137,20 +131,25 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             image_ref=image.id, labels=dict(config.labels),
             annotations=dict(config.annotations), details=d,
         )
-        async with self._lock(cid):
-            try:
-                with tracing.span("store.write", record="container", state=rec.state,
-                                  container_id=cid):
-                    await self.store.containers.put(rec)  # intent, before any side effect
-            except BaseException:
-                self._names.pop(key, None)
-                raise
-            try:
-                await self._prepare(rec, d, config, pc, image, ids)
-            except BaseException:
-                with tracing.span("container.cleanup", container_id=cid):
-                    await self._cleanup(rec, d)
-                raise
+        # the name last: nothing that may refuse the request comes between it and the intent,
+        # which gives it back if it cannot be written
+        key = self._name_key(rec)
+        if (holder := self._reserve(key, cid)) is not None:
+            raise AlreadyExists(
+                f"container {config.name!r} (attempt {config.attempt}) "
+                f"already exists in pod {pod.id} as {holder}")
+
+        async def intent() -> None:
+            with tracing.span("store.write", record="container", state=rec.state,
+                              container_id=cid):
+                await self.store.containers.put(rec)
+
+        async def undo(e: BaseException) -> None:
+            with tracing.span("container.cleanup", container_id=cid):
+                await self._cleanup(rec, d)
+
+        async with self._intent(cid, key, intent, undo):
+            await self._prepare(rec, d, config, pc, image, ids)
         return cid
 
     def _log_path(self, pc: PodContext, config: ContainerSpec, cid: str) -> str:
