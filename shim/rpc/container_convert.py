@@ -6,7 +6,7 @@ filters. Pure functions: protobuf goes no further down than this module."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from podsandbox.types import IDMapping
@@ -123,8 +123,8 @@ def _env(i: int, kv: pb.KeyValue) -> tuple[str, str]:
         raise InvalidArgument(f"envs[{i}].value ({kv.key}): not UTF-8: {e}") from e
 
 
-def _mappings(maps: object) -> tuple[IDMapping, ...]:
-    return tuple(IDMapping(m.container_id, m.host_id, m.length) for m in maps)  # type: ignore[attr-defined]
+def _mappings(maps: Iterable[pb.IDMapping]) -> tuple[IDMapping, ...]:
+    return tuple(IDMapping(m.container_id, m.host_id, m.length) for m in maps)
 
 
 def _mount(i: int, m: pb.Mount) -> Mount:
