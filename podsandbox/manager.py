@@ -25,8 +25,8 @@ from cni.errdefs import (
     TetherError,
 )
 from cni.manager import CNIManager
-from cni.types import Bandwidth, DNSConfig, NetworkResult, PodNetwork, PortMapping
-from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls, userns
+from cni.types import NetworkResult, PodNetwork
+from podsandbox import cgroups, files, kernel, namespaces, pauseholder, sysctls, userns, views
 from podsandbox.lifecycle import Lifecycle
 from podsandbox.observe import QUIET, Logger, SpanFactory, no_span
 from podsandbox.repository import NewRecord, Rec, SandboxRecord, SandboxRepository
@@ -34,7 +34,7 @@ from podsandbox.types import (
     PIN_KINDS,
     Mode,
     NamespaceModes,
-    PodHostView,
+    PodContext,
     SandboxConfig,
     SandboxDetails,
     SandboxSpec,
@@ -92,24 +92,19 @@ class SandboxManager(Lifecycle[Rec]):
         pod = self.get(sandbox_id)
         async with self._lock(pod.id):
             pod = self.get(pod.id)
-            if pod.state != State.READY.value:
+            if pod.state is not State.READY:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
             yield pod
 
     def sandbox_dir(self, sandbox_id: str) -> str:
         return os.path.join(self.run_dir, "sandboxes", sandbox_id)
 
-    @staticmethod
-    def host_view(rec: SandboxRecord) -> PodHostView:
-        """The pod's cgroups and network namespace. Read from the raw details without
-        decoding them all: the stats calls ask this of every pod, every few seconds."""
-        d = rec.details
-        cg = str(d.get("cgroup", ""))
-        pod = Mode.POD.value
-        netns = (d.get("pins") or {}).get("net") \
-            if (d.get("modes") or {}).get("net", pod) == pod else None
-        return PodHostView(cgroup=cg, parent=cg.rsplit("/", 1)[0] if "/" in cg else "",
-                           netns=netns)
+    # What others may know of a pod (its details are this manager's): podsandbox.views.
+    host_view = staticmethod(views.host_view)
+    status_view = staticmethod(views.status_view)
+
+    def pod_context(self, rec: SandboxRecord) -> PodContext:
+        return views.pod_context(rec, self.cfg.cgroup_driver)
 
     # --- run ---------------------------------------------------------------------------
     async def run(self, spec: SandboxSpec) -> str:
@@ -133,7 +128,7 @@ class SandboxManager(Lifecycle[Rec]):
         owned = spec.modes.owned()
         sdir = self.sandbox_dir(sid)
         details = SandboxDetails(
-            modes={k: spec.modes.mode_of(k).value for k in PIN_KINDS},
+            modes=spec.modes,
             pins=namespaces.pin_paths(self.run_dir, sid, owned),
             cgroup=cgroup,
             sandbox_dir=sdir,
@@ -141,22 +136,19 @@ class SandboxManager(Lifecycle[Rec]):
             # no hostname given: the node's, as containerd and CRI-O do (a pod name may
             # be longer than the 64 bytes sethostname takes)
             hostname=spec.hostname or socket.gethostname(),
-            config_json=spec.config_json,
             log_directory=spec.log_directory,
-            port_mappings=[vars(p) for p in spec.port_mappings],
-            bandwidth=vars(spec.bandwidth) if spec.bandwidth else None,
-            dns=(
-                {"servers": list(spec.dns.servers), "searches": list(spec.dns.searches),
-                 "options": list(spec.dns.options)}
-                if spec.dns else None
-            ),
-            userns=user_ns.to_dict() if user_ns else None,
+            port_mappings=spec.port_mappings,
+            bandwidth=spec.bandwidth,
+            dns=spec.dns,
+            userns=user_ns,
+            privileged=spec.privileged,
+            sysctls=dict(spec.sysctls),
         )
         rec = self.new_record(
             id=sid, name=spec.name, namespace=spec.namespace, uid=spec.uid,
-            attempt=spec.attempt, state=State.CREATING.value, created_at=time.time_ns(),
+            attempt=spec.attempt, state=State.CREATING, created_at=time.time_ns(),
             runtime_handler=spec.runtime_handler, labels=dict(spec.labels),
-            annotations=dict(spec.annotations), details=details.to_dict(),
+            annotations=dict(spec.annotations), details=details,
         )
 
         async def intent() -> None:
@@ -191,9 +183,8 @@ class SandboxManager(Lifecycle[Rec]):
                                   "(userns.auto_count = 0)")
         used = [r for ranges in self._userns_reserved.values() for r in ranges]
         for rec in self.records.list():
-            ns = rec.details.get("userns")
-            if ns:
-                used += UserNamespace.from_dict(ns).host_ranges()
+            if rec.details.userns:
+                used += rec.details.userns.host_ranges()
         ns = userns.allocate(auto, used)
         self._userns_reserved[sid] = ns.host_ranges()
         return ns
@@ -203,7 +194,7 @@ class SandboxManager(Lifecycle[Rec]):
         sysctl_list: tuple[tuple[str, str], ...],
     ) -> None:
         loop = asyncio.get_running_loop()
-        user_ns = d.user_namespace()
+        user_ns = d.userns
         with self.span("sandbox.prepare", pod_sandbox_id=rec.id, cgroup=d.cgroup):
             files.prepare(d.sandbox_dir, d.hostname, spec.dns)
             if spec.modes.ipc is Mode.POD:
@@ -226,7 +217,6 @@ class SandboxManager(Lifecycle[Rec]):
         self._started[rec.id] = started
         d.holder, d.launcher = started.holder, started.launcher
         d.inodes = namespaces.inodes(d.pins)
-        rec.details = d.to_dict()
         with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
             await self.records.put(rec)
         # Hostname, lo and sysctls do not depend on CNI: both run at once (as tasks, which
@@ -245,8 +235,7 @@ class SandboxManager(Lifecycle[Rec]):
             d.cni_result = dict(result.raw)
         with self.span("sandbox.settle", pod_sandbox_id=rec.id):
             await started.settled()
-        rec.details = d.to_dict()
-        rec.state = State.READY.value
+        rec.state = State.READY
         with self.span("store.write", record="sandbox", state=rec.state, pod_sandbox_id=rec.id):
             await self.records.put(rec)
         self._watch(rec.id, d)
@@ -292,13 +281,9 @@ class SandboxManager(Lifecycle[Rec]):
             pod_name=rec.name,
             pod_namespace=rec.namespace,
             pod_uid=rec.uid,
-            port_mappings=tuple(PortMapping(**p) for p in d.port_mappings),
-            bandwidth=Bandwidth(**d.bandwidth) if d.bandwidth else None,
-            dns=(
-                DNSConfig(tuple(d.dns["servers"]), tuple(d.dns["searches"]),
-                          tuple(d.dns["options"]))
-                if d.dns else None
-            ),
+            port_mappings=d.port_mappings,
+            bandwidth=d.bandwidth,
+            dns=d.dns,
         )
 
     async def _undo(self, rec: Rec, d: SandboxDetails) -> None:
@@ -313,13 +298,13 @@ class SandboxManager(Lifecycle[Rec]):
             except Exception as e:
                 errors.append(f"{name}: {e}")
 
-        if d.modes.get("net") == Mode.POD.value:
+        if d.modes.network is Mode.POD:
             await step("cni", lambda: self.cni.delete(self._pod_network(rec, d)))
         await step("pause-holder", lambda: self._kill(rec.id, d))
         await step("pins", lambda: namespaces.unpin(d.pins))
         await step("cgroup", lambda: cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent))
         await step("files", lambda: files.remove(
-            d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else ""))
+            d.sandbox_dir, d.shm_path if d.modes.ipc is Mode.POD else ""))
         if errors:
             # Keep the record (state creating) so reconcile retries the cleanup.
             self.logger.error("undo incomplete", pod_sandbox_id=rec.id, errors=errors)
@@ -365,22 +350,21 @@ class SandboxManager(Lifecycle[Rec]):
             await self._stop_locked(rec, containers)
 
     async def _stop_locked(self, rec: Rec, containers: PodContainers) -> None:
-        d = SandboxDetails.from_dict(rec.details)
+        d = rec.details
         if d.stopped:
             return
-        if rec.state == State.CREATING.value:
+        if rec.state is State.CREATING:
             await self._undo(rec, d)
             return
-        rec.state = State.STOPPING.value
+        rec.state = State.STOPPING
         await self.records.put(rec)
         await containers.stop_pod_containers(rec.id)
-        if d.modes.get("net") == Mode.POD.value:
+        if d.modes.network is Mode.POD:
             # DEL even when the pin is gone: the plugins release IPs by container id.
             await self.cni.delete(self._pod_network(rec, d))
         await self._kill(rec.id, d)
         d.stopped = True
-        rec.details = d.to_dict()
-        rec.state = State.NOTREADY.value
+        rec.state = State.NOTREADY
         await self.records.put(rec)
 
     async def remove(self, id_or_prefix: str, containers: PodContainers) -> None:
@@ -393,21 +377,21 @@ class SandboxManager(Lifecycle[Rec]):
             rec = self.records.get(sid)
             if rec is None:
                 return
-            if rec.state == State.CREATING.value:
-                await self._undo(rec, SandboxDetails.from_dict(rec.details))
+            if rec.state is State.CREATING:
+                await self._undo(rec, rec.details)
                 return
-            if rec.state != State.REMOVING.value:
+            if rec.state is not State.REMOVING:
                 await self._stop_locked(rec, containers)
-                rec.state = State.REMOVING.value
+                rec.state = State.REMOVING
                 await self.records.put(rec)
             await self._remove_locked(rec, containers)
 
     async def _remove_locked(self, rec: Rec, containers: PodContainers) -> None:
-        d = SandboxDetails.from_dict(rec.details)
+        d = rec.details
         await containers.remove_pod_containers(rec.id)
         namespaces.unpin(d.pins)
         cgroups.remove(d.cgroup, d.cgroup_created, self.own_parent)
-        files.remove(d.sandbox_dir, d.shm_path if d.modes.get("ipc") == Mode.POD.value else "")
+        files.remove(d.sandbox_dir, d.shm_path if d.modes.ipc is Mode.POD else "")
         await self._forget(rec)
 
     # --- resources -----------------------------------------------------------------------
@@ -416,8 +400,7 @@ class SandboxManager(Lifecycle[Rec]):
         its containers and pause-holder sit). A pod in Tether's shared default parent has
         none of its own to resize."""
         async with self.ready(id_or_prefix) as pod:
-            d = SandboxDetails.from_dict(pod.details)
-            parent = d.cgroup.rsplit("/", 1)[0] if "/" in d.cgroup else ""
+            parent = views.host_view(pod).parent
             if not parent or parent == self.own_parent:
                 raise FailedPrecondition(
                     f"pod sandbox {pod.id} has no cgroup of its own (its config named no "
@@ -440,13 +423,13 @@ class SandboxManager(Lifecycle[Rec]):
     async def _mark_notready(self, sandbox_id: str) -> None:
         async with self._lock(sandbox_id):
             rec = self.records.get(sandbox_id)
-            if rec is None or rec.state != State.READY.value:
+            if rec is None or rec.state is not State.READY:
                 return
-            d = SandboxDetails.from_dict(rec.details)
+            d = rec.details
             if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):
                 return
             self.logger.warning("pause-holder died; pod not ready", pod_sandbox_id=sandbox_id)
-            rec.state = State.NOTREADY.value
+            rec.state = State.NOTREADY
             await self.records.put(rec)
 
     # --- reconcile ------------------------------------------------------------------------
@@ -456,23 +439,23 @@ class SandboxManager(Lifecycle[Rec]):
         pause-holders, and remove what no record owns (pins, sandbox dirs, CNI cache entries)."""
         summary: dict[str, int] = {"rolled_back": 0, "stopped": 0, "removed": 0, "notready": 0}
         for rec in self.records.list():
-            d = SandboxDetails.from_dict(rec.details)
+            d = rec.details
             self._remember(rec)
             try:
-                if rec.state == State.CREATING.value:
+                if rec.state is State.CREATING:
                     await self._undo(rec, d)
                     summary["rolled_back"] += 1
-                elif rec.state == State.STOPPING.value:
+                elif rec.state is State.STOPPING:
                     await self._stop_locked(rec, containers)
                     summary["stopped"] += 1
-                elif rec.state == State.REMOVING.value:
+                elif rec.state is State.REMOVING:
                     await self._remove_locked(rec, containers)
                     summary["removed"] += 1
-                elif rec.state == State.READY.value:
+                elif rec.state is State.READY:
                     if d.holder and kernel.alive(d.holder.pid, d.holder.start_time):
                         self._watch(rec.id, d)
                     else:
-                        rec.state = State.NOTREADY.value
+                        rec.state = State.NOTREADY
                         await self.records.put(rec)
                         summary["notready"] += 1
             except TetherError as e:

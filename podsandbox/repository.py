@@ -5,24 +5,27 @@ satisfies them. The daemon hands the repository and the record class in."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
+
+from podsandbox.types import SandboxDetails, State
 
 
 class SandboxRecord(Protocol):
     """The fields of a pod's record the manager reads and writes; ``details`` is the manager's
-    own (``SandboxDetails.to_dict``), kept whole by the store."""
+    own, which the store keeps whole (``SandboxDetails.json_fields``) and decodes once, when it
+    reads the record (``from_dict``)."""
 
     id: str
     name: str
     namespace: str
     uid: str
     attempt: int
-    state: str
+    state: State
     created_at: int  # ns since the epoch
     runtime_handler: str
     labels: dict[str, str]
     annotations: dict[str, str]
-    details: dict[str, Any]
+    details: SandboxDetails
 
 
 Rec = TypeVar("Rec", bound=SandboxRecord)
@@ -51,5 +54,5 @@ class NewRecord(Protocol[Rec_co]):
     """Makes a record (the record class itself)."""
 
     def __call__(self, *, id: str, name: str, namespace: str, uid: str, attempt: int,
-                 state: str, created_at: int, runtime_handler: str, labels: dict[str, str],
-                 annotations: dict[str, str], details: dict[str, Any]) -> Rec_co: ...
+                 state: State, created_at: int, runtime_handler: str, labels: dict[str, str],
+                 annotations: dict[str, str], details: SandboxDetails) -> Rec_co: ...

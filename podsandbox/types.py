@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -146,8 +147,7 @@ class SandboxSpec:
     bandwidth: Bandwidth | None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    # The whole CRI config, serialised, for containers created in this pod later.
-    config_json: str = ""
+    privileged: bool = False  # linux.security_context.privileged
     # modes.user POD: the kubelet's mappings, or None with userns_auto (Tether allocates)
     userns: UserNamespace | None = None
     userns_auto: bool = False
@@ -164,9 +164,11 @@ class Process:
 @dataclass
 class SandboxDetails:
     """What the manager keeps in ``SandboxRecord.details``: every path and process a step may
-    create, written before the step, so undo needs nothing else."""
+    create, written before the step, so undo needs nothing else. Decoded once, where the
+    store reads a record (``from_dict``); read only inside ``podsandbox/``: others get views
+    (``podsandbox.views``)."""
 
-    modes: dict[str, str] = field(default_factory=dict)  # kind -> POD/NODE/CONTAINER
+    modes: NamespaceModes = field(default_factory=NamespaceModes)
     pins: dict[str, str] = field(default_factory=dict)  # kind -> pinned path
     inodes: dict[str, int] = field(default_factory=dict)  # kind -> namespace inode
     stopped: bool = False  # StopPodSandbox completed (NOTREADY alone may mean a dead holder)
@@ -180,27 +182,54 @@ class SandboxDetails:
     cni_network: str = ""
     ips: list[str] = field(default_factory=list)
     cni_result: dict[str, Any] = field(default_factory=dict)
-    config_json: str = ""
     log_directory: str = ""
-    port_mappings: list[dict[str, Any]] = field(default_factory=list)
-    bandwidth: dict[str, int] | None = None
-    dns: dict[str, list[str]] | None = None
-    userns: dict[str, Any] | None = None  # UserNamespace.to_dict() when modes["user"] is POD
+    port_mappings: tuple[PortMapping, ...] = ()
+    bandwidth: Bandwidth | None = None
+    dns: DNSConfig | None = None
+    userns: UserNamespace | None = None  # when modes.user is POD
+    privileged: bool = False  # the pod's security context says so
+    sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, as asked
 
-    def user_namespace(self) -> UserNamespace | None:
-        return UserNamespace.from_dict(self.userns) if self.userns else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def json_fields(self) -> dict[str, Any]:
+        """The fields as the store writes them (its JSON encoder walks the nested ones): the
+        modes by kind, as the CRI names them."""
+        return {**vars(self), "modes": {k: self.modes.mode_of(k).value for k in PIN_KINDS}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SandboxDetails:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in data.items() if k in names}
+        modes = d.get("modes") or {}
+        d["modes"] = NamespaceModes(
+            network=Mode(modes.get("net", Mode.POD)), pid=Mode(modes.get("pid", Mode.CONTAINER)),
+            ipc=Mode(modes.get("ipc", Mode.POD)), user=Mode(modes.get("user", Mode.NODE)))
         for key in ("holder", "launcher"):
             if d.get(key):
                 d[key] = Process(**d[key])
+        d["port_mappings"] = tuple(PortMapping(**p) for p in d.get("port_mappings") or ())
+        if d.get("bandwidth"):
+            d["bandwidth"] = Bandwidth(**d["bandwidth"])
+        if d.get("dns"):
+            d["dns"] = DNSConfig(*(tuple(d["dns"].get(k) or ()) for k in
+                                   ("servers", "searches", "options")))
+        if d.get("userns"):
+            d["userns"] = UserNamespace.from_dict(d["userns"])
+        if "config_json" in data and "privileged" not in data:
+            # written before the pod's privilege and sysctls were kept on their own: the
+            # whole CRI config was
+            linux = cri_json_linux(data["config_json"])
+            d["privileged"] = bool((linux.get("securityContext") or {}).get("privileged"))
+            d["sysctls"] = {str(k): str(v) for k, v in (linux.get("sysctls") or {}).items()}
         return cls(**d)
+
+
+def cri_json_linux(text: str) -> dict[str, Any]:
+    """``linux`` of a CRI config as records of older versions kept it (protobuf JSON)."""
+    try:
+        linux = (json.loads(text) if text else {}).get("linux")
+    except (ValueError, AttributeError):
+        return {}
+    return linux if isinstance(linux, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -211,3 +240,60 @@ class PodHostView:
     cgroup: str  # the pause-holder's, relative to each hierarchy's root
     parent: str  # the pod's cgroup parent, relative ("" when the holder sits at the root)
     netns: str | None  # the pinned network namespace; None when the pod uses the node's
+
+
+@dataclass(frozen=True)
+class PodContext:
+    """The pod a container joins, as the sandbox manager made it: what the container manager
+    and the OCI spec generator need of it (``SandboxManager.pod_context``)."""
+
+    sandbox_id: str
+    network: Mode  # POD or NODE
+    ipc: Mode  # POD or NODE
+    uts: Mode  # POD or NODE (NODE when network is NODE)
+    pid: Mode  # POD, CONTAINER or NODE (the pod's mode; a container may ask TARGET)
+    ns_paths: dict[str, str]  # kind ("net", "ipc", "uts", "pid") -> pinned path, POD kinds only
+    hostname: str
+    hostname_path: str  # file to bind at /etc/hostname
+    resolv_conf_path: str  # file to bind at /etc/resolv.conf
+    shm_path: str  # directory to bind at /dev/shm (the node's /dev/shm with host IPC)
+    # The pod's cgroup parent, named as the cgroup driver names it (cgroupfs "/a/b", systemd
+    # "a-b.slice"); "" = the driver's default parent.
+    cgroup_parent: str
+    sysctls: dict[str, str] = field(default_factory=dict)  # the pod's, applied to containers
+    # The pod's own user namespace (pinned), "" when it has the node's, and its mappings
+    # (runc 1.1 wants them even when it joins the namespace by path).
+    userns_path: str = ""
+    uid_mappings: tuple[IDMapping, ...] = ()
+    gid_mappings: tuple[IDMapping, ...] = ()
+    runtime_handler: str = ""
+    log_directory: str = ""  # where the containers' logs go ("" = beside their bundles)
+
+
+@dataclass(frozen=True)
+class PodNamespace:
+    kind: str  # PIN_KINDS
+    mode: Mode
+    path: str  # the pin; "" when the pod does not own this kind
+    inode: int | None  # the pinned namespace's, as recorded
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    """What PodSandboxStatus and its verbose info report of a pod (``SandboxManager
+    .status_view``), and ``tether ns`` reads from the store while the daemon is down."""
+
+    modes: NamespaceModes
+    namespaces: tuple[PodNamespace, ...]  # PIN_KINDS, in that order
+    userns: UserNamespace | None
+    ips: tuple[str, ...]
+    holder: Process | None
+    launcher: Process | None
+    cgroup: str
+    sandbox_dir: str
+    shm_path: str
+    hostname: str
+    cni_network: str
+    cni_result: dict[str, Any]
+    port_mappings: tuple[PortMapping, ...]
+    privileged: bool

@@ -29,7 +29,9 @@ from typing import Any
 
 import grpc
 
+from podsandbox.types import SandboxDetails, State
 from shim import interceptor, log, rpc
+from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.cri import api_pb2_grpc
 from shim.daemon import _bind
@@ -45,11 +47,11 @@ def fill(path: str, pods: int) -> Store:
         sid, cid = secrets.token_hex(32), secrets.token_hex(32)
         writes.append((store.sandboxes, SandboxRecord(
             id=sid, name=f"bench-x-tether-{i}", namespace="tether-bench",
-            uid=secrets.token_hex(16), state="ready", created_at=time.time_ns(),
+            uid=secrets.token_hex(16), state=State.READY, created_at=time.time_ns(),
             runtime_handler="runc", labels={"tether-bench": "x"},
-            details={"cgroup": f"tether-bench/pod{i}/tether-{sid}"}), False))
+            details=SandboxDetails(cgroup=f"tether-bench/pod{i}/tether-{sid}")), False))
         writes.append((store.containers, ContainerRecord(
-            id=cid, sandbox_id=sid, name="sleep", state="running",
+            id=cid, sandbox_id=sid, name="sleep", state=CState.RUNNING,
             created_at=time.time_ns(), started_at=time.time_ns(),
             image="127.0.0.1:5000/busybox:latest", image_ref="sha256:" + "a" * 64,
             labels={"tether-bench": "x"}), False))

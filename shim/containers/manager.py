@@ -22,20 +22,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
 from cni.fileio import atomic_write
-from podsandbox import cgroups as pod_cgroups
 from podsandbox import kernel
 from podsandbox.lifecycle import Lifecycle
 from podsandbox.manager import SandboxManager
-from podsandbox.types import Mode, Process, SandboxDetails
+from podsandbox.types import PodContext, Process
 from shim import log, tracing
 from shim.config import Config
 from shim.containers import events, exec_sync
 from shim.containers.metrics import OOM_KILLS
 from shim.containers.types import ContainerDetails, CState
-from shim.cri import api_pb2 as pb
 from shim.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -52,7 +48,7 @@ from shim.oci import conmon, lookup, spec
 from shim.oci.features import HandlerFeatures
 from shim.oci.resources import resources_to_oci
 from shim.oci.runtime import OCIRuntime
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.types import ContainerSpec, ImageFiles, PidMode, Resources, RuntimeOptions
 from shim.stats import cgroup as cgroup_stats
 from shim.store import ContainerRecord, SandboxRecord, Store
 
@@ -98,99 +94,88 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         return OCIRuntime(handler, h.path, h.root)
 
     def _name_key(self, rec: ContainerRecord) -> str:
-        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"  # as _create reserves it
+        return f"{rec.sandbox_id}/{rec.name}/{rec.attempt}"
 
     # --- create --------------------------------------------------------------------------
-    async def create(self, sandbox_id: str, config: pb.ContainerConfig,
-                     sandbox_config: pb.PodSandboxConfig) -> str:
+    async def create(self, sandbox_id: str, config: ContainerSpec) -> str:
         # under the pod's lock: a StopPodSandbox meanwhile either comes first (and this is
         # refused) or sees the new container and stops it
         async with self.sandboxes.ready(sandbox_id) as pod:
-            return await self._create(pod, config, sandbox_config)
+            return await self._create(pod, config)
 
-    async def _create(self, pod: SandboxRecord, config: pb.ContainerConfig,
-                      sandbox_config: pb.PodSandboxConfig) -> str:
-        if not config.metadata.name:
-            raise InvalidArgument("config.metadata.name: required")
-        if not config.image.image:
-            raise InvalidArgument("config.image.image: required")
-        image = self.images.get(config.image.image)
+    async def _create(self, pod: SandboxRecord, config: ContainerSpec) -> str:
+        image = self.images.get(config.image)
         if image is None:
-            raise NotFound(f"image {config.image.image!r} not found (pull it first)")
-        key = f"{pod.id}/{config.metadata.name}/{config.metadata.attempt}"
-        if key in self._names:
-            raise AlreadyExists(
-                f"container {config.metadata.name!r} (attempt {config.metadata.attempt}) "
-                f"already exists in pod {pod.id} as {self._names[key]}")
-        cid = secrets.token_hex(32)
-        self._names[key] = cid
+            raise NotFound(f"image {config.image!r} not found (pull it first)")
         tracing.annotate(runtime_handler=pod.runtime_handler, image_ref=image.id)
-        pd = SandboxDetails.from_dict(pod.details)
-        annotations = dict(config.annotations)
-        ids = self._rootfs_ids(pd)
+        cid = secrets.token_hex(32)
+        pc = self.sandboxes.pod_context(pod)
+        ids = self._rootfs_ids(pc)
         d = ContainerDetails(
-            handler=pod.runtime_handler,
+            handler=pc.runtime_handler,
             container_dir=os.path.join(self.cfg.paths.root, "containers", cid),
             bundle=os.path.join(self.cfg.paths.run, "containers", cid),
-            log_path=self._log_path(pd, config, cid),
+            log_path=self._log_path(pc, config, cid),
             tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once,
-            stop_signal=_stop_signal(config, image.config.stop_signal),
-            mounts=[json_format.MessageToDict(m, preserving_proto_field_name=True)
-                    for m in config.mounts],
-            config_json=json_format.MessageToJson(config, indent=None),
+            # the container's own, else the image's StopSignal, else SIGTERM
+            stop_signal=config.stop_signal or image.config.stop_signal or "SIGTERM",
+            mounts=list(config.mounts),
+            privileged=config.security.privileged,
             image_id=image.id,
             # in the intent: a removal meanwhile must not take the copies this one uses
             shifted_key=ids.key() if ids and ids.copy else "",
         )
         rec = ContainerRecord(
-            id=cid, sandbox_id=pod.id, name=config.metadata.name,
-            attempt=config.metadata.attempt, state=CState.CREATING.value,
-            created_at=time.time_ns(), image=config.image.image, image_ref=image.id,
-            labels=dict(config.labels), annotations=annotations, details=d.to_dict(),
+            id=cid, sandbox_id=pod.id, name=config.name, attempt=config.attempt,
+            state=CState.CREATING, created_at=time.time_ns(), image=config.image,
+            image_ref=image.id, labels=dict(config.labels),
+            annotations=dict(config.annotations), details=d,
         )
-        async with self._lock(cid):
-            try:
-                with tracing.span("store.write", record="container", state=rec.state,
-                                  container_id=cid):
-                    await self.store.containers.put(rec)  # intent, before any side effect
-            except BaseException:
-                self._names.pop(key, None)
-                raise
-            try:
-                await self._prepare(rec, d, config, sandbox_config, pod, pd, image, ids)
-            except BaseException:
-                with tracing.span("container.cleanup", container_id=cid):
-                    await self._cleanup(rec, d)
-                raise
+        # the name last: nothing that may refuse the request comes between it and the intent,
+        # which gives it back if it cannot be written
+        key = self._name_key(rec)
+        if (holder := self._reserve(key, cid)) is not None:
+            raise AlreadyExists(
+                f"container {config.name!r} (attempt {config.attempt}) "
+                f"already exists in pod {pod.id} as {holder}")
+
+        async def intent() -> None:
+            with tracing.span("store.write", record="container", state=rec.state,
+                              container_id=cid):
+                await self.store.containers.put(rec)
+
+        async def undo(e: BaseException) -> None:
+            with tracing.span("container.cleanup", container_id=cid):
+                await self._cleanup(rec, d)
+
+        async with self._intent(cid, key, intent, undo):
+            await self._prepare(rec, d, config, pc, image, ids)
         return cid
 
-    def _log_path(self, pd: SandboxDetails, config: pb.ContainerConfig, cid: str) -> str:
-        if pd.log_directory and config.log_path:
-            path = os.path.normpath(os.path.join(pd.log_directory, config.log_path))
-            if not path.startswith(os.path.normpath(pd.log_directory) + os.sep):
+    def _log_path(self, pc: PodContext, config: ContainerSpec, cid: str) -> str:
+        if pc.log_directory and config.log_path:
+            path = os.path.normpath(os.path.join(pc.log_directory, config.log_path))
+            if not path.startswith(os.path.normpath(pc.log_directory) + os.sep):
                 raise InvalidArgument(f"config.log_path {config.log_path!r} escapes the pod's "
                                       f"log directory")
             return path
         return os.path.join(self.cfg.paths.run, "containers", cid, "container.log")
 
-    def _rootfs_ids(self, pd: SandboxDetails) -> RootfsIds | None:
-        user_ns = pd.user_namespace()
-        if user_ns is None:
+    def _rootfs_ids(self, pc: PodContext) -> RootfsIds | None:
+        if not pc.userns_path:
             return None
-        return RootfsIds(pd.pins["user"], user_ns.uids, user_ns.gids, copy=self.userns_copy)
+        return RootfsIds(pc.userns_path, pc.uid_mappings, pc.gid_mappings, copy=self.userns_copy)
 
-    async def _prepare(self, rec: ContainerRecord, d: ContainerDetails, config: pb.ContainerConfig,
-                       sandbox_config: pb.PodSandboxConfig, pod: SandboxRecord,
-                       pd: SandboxDetails, image: Any, ids: RootfsIds | None) -> None:
+    async def _prepare(self, rec: ContainerRecord, d: ContainerDetails, config: ContainerSpec,
+                       pc: PodContext, image: Any, ids: RootfsIds | None) -> None:
         os.makedirs(d.bundle, mode=0o700, exist_ok=True)
         os.makedirs(os.path.dirname(d.log_path), mode=0o755, exist_ok=True)
         with tracing.span("container.rootfs", container_id=rec.id, image_ref=image.id,
                           layers=len(image.layers),
                           userns="" if ids is None else "copy" if ids.copy else "idmap"):
             d.rootfs = await self.images.mount_rootfs(image.id, d.container_dir, ids)
-        rec.details = d.to_dict()
         await self.store.containers.put(rec)
-        if any(m.HasField("image") and m.image.image for m in config.mounts):
+        if any(m.image is not None and m.image.image for m in config.mounts):
             with tracing.span("container.image_volumes", container_id=rec.id):
                 config = await self._image_volumes(rec, d, config, ids)
         files = ImageFiles(passwd=_read_image_file(d.rootfs, "/etc/passwd"),
@@ -204,24 +189,24 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                         f"runtime.absent_mount_sources_to_reject)")
                 # The kubelet expects an absent host path to be made as a directory.
                 os.makedirs(m.host_path, mode=0o755, exist_ok=True)
-        if any(m.uidMappings or m.gidMappings for m in config.mounts):
-            config = await asyncio.to_thread(self._idmapped_volumes, d, config, pd)
+        if any(m.uid_mappings or m.gid_mappings for m in config.mounts):
+            config = await asyncio.to_thread(self._idmapped_volumes, d, config, pc)
         target_pid = 0
-        ns = config.linux.security_context.namespace_options
-        if ns.pid == pb.TARGET:
-            target = self.get(ns.target_id)
-            td = ContainerDetails.from_dict(target.details)
-            if target.sandbox_id != pod.id or td.pid is None or \
+        sc = config.security
+        if sc.pid is PidMode.TARGET:
+            target = self.get(sc.target_id)
+            td = target.details
+            if target.sandbox_id != pc.sandbox_id or td.pid is None or \
                     not kernel.alive(td.pid.pid, td.pid.start_time):
                 raise FailedPrecondition(
                     f"linux.security_context.namespace_options.target_id: container "
-                    f"{ns.target_id!r} is not running in this pod")
+                    f"{sc.target_id!r} is not running in this pod")
             target_pid = td.pid.pid
         # off the event loop: it reads files a request names (a Localhost seccomp profile)
         with tracing.span("oci.spec", container_id=rec.id, runtime_handler=d.handler):
             doc = await asyncio.to_thread(
-                spec.generate, rec.id, config, sandbox_config, self._pod_context(pod, pd),
-                image.config, files, d.rootfs, self._options(d.handler), target_pid=target_pid,
+                spec.generate, rec.id, config, pc, image.config, files, d.rootfs,
+                self._options(d.handler), target_pid=target_pid,
                 device_info=_device_info(config),
             )
         proc = doc["process"]
@@ -238,40 +223,28 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         d.user = {"uid": user["uid"], "gid": user["gid"],
                   "supplemental_groups": list(user.get("additionalGids", []))}
         _write_json(os.path.join(d.bundle, "config.json"), doc)
-        rec.details = d.to_dict()
-        rec.state = CState.CREATED.value
+        rec.state = CState.CREATED
         with tracing.span("store.write", record="container", state=rec.state,
                           container_id=rec.id):
             await self.store.containers.put(rec)
         self._publish(events.Kind.CREATED, rec.id, rec.sandbox_id)
 
     async def _image_volumes(self, rec: ContainerRecord, d: ContainerDetails,
-                             config: pb.ContainerConfig, ids: RootfsIds | None
-                             ) -> pb.ContainerConfig:
+                             config: ContainerSpec, ids: RootfsIds | None) -> ContainerSpec:
         """Mount each image volume (KEP-4639) read-only under the container's dir and give
-        the spec generator a config in which it is a plain read-only bind of that mount (or
-        of its sub path). The images count as in use while the container exists."""
-        if not any(m.HasField("image") and m.image.image for m in config.mounts):
-            return config
-        out = pb.ContainerConfig()
-        out.CopyFrom(config)
-        for i, m in enumerate(out.mounts):
-            if not (m.HasField("image") and m.image.image):
+        the spec generator a spec in which it is a plain read-only bind of that mount (or of
+        its sub path). The images count as in use while the container exists."""
+        mounts = list(config.mounts)
+        for i, m in enumerate(mounts):
+            if m.image is None or not m.image.image:
                 continue
             field = f"mounts[{i}]"
-            if m.host_path:
-                raise InvalidArgument(f"{field}: an image volume has no host_path")
-            if not m.readonly:
-                raise InvalidArgument(f"{field}.readonly: an image volume is read-only")
-            sub = m.image_sub_path
-            if sub and (sub.startswith("/") or ".." in sub.split("/")):
-                raise InvalidArgument(
-                    f"{field}.image_sub_path {sub!r}: must be a relative path inside the image")
+            sub = m.image_sub_path  # relative, without '..' (container_convert)
             target = os.path.join(d.container_dir, IMAGE_VOLUMES_DIR, str(i))
             image_id, root = await self.images.mount_image_volume(m.image.image, target, ids)
             d.image_volume_ids.append(image_id)
-            d.mounts[i].setdefault("image", {})["image_ref"] = image_id
-            rec.details = d.to_dict()
+            d.mounts[i] = dataclasses.replace(
+                d.mounts[i], image=dataclasses.replace(m.image, image_ref=image_id))
             await self.store.containers.put(rec)
             source = root
             if sub:
@@ -282,31 +255,26 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                 if not os.path.exists(source):
                     raise InvalidArgument(
                         f"{field}.image_sub_path {sub!r}: not found in image {m.image.image!r}")
-            m.host_path = source
-            m.ClearField("image")
-            m.image_sub_path = ""
-        return out
+            mounts[i] = dataclasses.replace(m, host_path=source, image=None, image_sub_path="")
+        return dataclasses.replace(config, mounts=tuple(mounts))
 
     @staticmethod
-    def _idmapped_volumes(d: ContainerDetails, config: pb.ContainerConfig,
-                          pd: SandboxDetails) -> pb.ContainerConfig:
+    def _idmapped_volumes(d: ContainerDetails, config: ContainerSpec,
+                          pc: PodContext) -> ContainerSpec:
         """Each mount with uid/gid mappings (the kubelet's, for a pod with a user namespace):
         an idmapped mount of its host path attached at ``<container>/idmapped/<i>``, which the
         spec binds instead, so the node's files keep their owners as the pod sees them."""
-        user_ns = pd.user_namespace()
-        out = pb.ContainerConfig()
-        out.CopyFrom(config)
-        for i, m in enumerate(out.mounts):
-            if not (m.uidMappings or m.gidMappings):
+        mounts = list(config.mounts)
+        for i, m in enumerate(mounts):
+            if not (m.uid_mappings or m.gid_mappings):
                 continue
             field = f"mounts[{i}]"
-            if user_ns is None:
+            if not pc.userns_path:
                 raise InvalidArgument(f"{field}.uidMappings: the pod has no user namespace of "
                                       "its own to map this mount into")
-            for name, given, pods in (("uidMappings", m.uidMappings, user_ns.uids),
-                                      ("gidMappings", m.gidMappings, user_ns.gids)):
-                if [(x.container_id, x.host_id, x.length) for x in given] != \
-                        [(x.container_id, x.host_id, x.length) for x in pods]:
+            for name, given, pods in (("uidMappings", m.uid_mappings, pc.uid_mappings),
+                                      ("gidMappings", m.gid_mappings, pc.gid_mappings)):
+                if given != pods:
                     raise InvalidArgument(f"{field}.{name}: must be the pod's user namespace "
                                           "mappings")
             target = os.path.join(d.container_dir, IDMAPPED_DIR, str(i))
@@ -314,7 +282,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
             os.makedirs(target, mode=0o711, exist_ok=True)
             try:
-                fd = kernel.idmapped_clone(m.host_path, pd.pins["user"], recursive=True)
+                fd = kernel.idmapped_clone(m.host_path, pc.userns_path, recursive=True)
                 try:
                     kernel.attach(fd, target)
                 finally:
@@ -324,10 +292,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                     f"{field}.host_path {m.host_path!r}: cannot be idmapped "
                     f"({e.strerror or e}): its file system may not support idmapped mounts"
                 ) from None
-            m.host_path = target
-            m.ClearField("uidMappings")
-            m.ClearField("gidMappings")
-        return out
+            mounts[i] = dataclasses.replace(m, host_path=target, uid_mappings=(),
+                                            gid_mappings=())
+        return dataclasses.replace(config, mounts=tuple(mounts))
 
     def _publish(self, kind: events.Kind, cid: str, sandbox_id: str) -> None:
         def make() -> events.ContainerEvent:
@@ -342,25 +309,6 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         return dataclasses.replace(
             self.options, recursive_read_only=bool(f and f.recursive_read_only_mounts))
 
-    def _pod_context(self, pod: SandboxRecord, pd: SandboxDetails) -> PodContext:
-        modes = {k: Mode(v) for k, v in pd.modes.items()}
-        # containers sit beside the pause-holder, in the parent it was made in
-        parent = pod_cgroups.parent_name(self.sandboxes.host_view(pod).parent,
-                                         self.options.cgroup_driver)
-        cfg = json.loads(pd.config_json) if pd.config_json else {}
-        user_ns = pd.user_namespace()
-        return PodContext(
-            sandbox_id=pod.id, network=modes["net"], ipc=modes["ipc"], uts=modes["uts"],
-            pid=modes["pid"], ns_paths=dict(pd.pins), hostname=pd.hostname,
-            hostname_path=os.path.join(pd.sandbox_dir, "hostname"),
-            resolv_conf_path=os.path.join(pd.sandbox_dir, "resolv.conf"),
-            shm_path=pd.shm_path, cgroup_parent=parent,
-            sysctls=dict(cfg.get("linux", {}).get("sysctls", {})),
-            userns_path=pd.pins.get("user", "") if user_ns else "",
-            uid_mappings=user_ns.uids if user_ns else (),
-            gid_mappings=user_ns.gids if user_ns else (),
-        )
-
     # --- start ---------------------------------------------------------------------------
     async def start(self, id_or_prefix: str) -> None:
         rec = self.get(id_or_prefix)
@@ -368,10 +316,10 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         # container, as StopPodSandbox takes them)
         async with self.sandboxes.ready(rec.sandbox_id), self._lock(rec.id):
             rec = self.get(rec.id)
-            if rec.state != CState.CREATED.value:
+            if rec.state is not CState.CREATED:
                 raise FailedPrecondition(
                     f"container {rec.id} is {rec.state}, not created: cannot start it")
-            d = ContainerDetails.from_dict(rec.details)
+            d = rec.details
             tracing.annotate(pod_sandbox_id=rec.sandbox_id, runtime_handler=d.handler)
             rt = self.runtime(d.handler)
             paths = self._monitor_paths(rec.id, d)
@@ -390,7 +338,6 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                 raise
             d.pid = Process(mon.container_pid, kernel.start_time(mon.container_pid) or 0)
             d.conmon = Process(mon.conmon_pid, kernel.start_time(mon.conmon_pid) or 0)
-            rec.details = d.to_dict()
             await self.store.containers.put(rec)
             self._watch(rec.id, d)
             started_at = time.time_ns()  # before: a quick process may exit before start returns
@@ -407,8 +354,8 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             # the exit file's mtime comes from the kernel's coarse clock, a few ms behind
             if rec.finished_at and rec.finished_at < started_at:
                 rec.finished_at = started_at
-            if rec.state == CState.CREATED.value:
-                rec.state = CState.RUNNING.value
+            if rec.state is CState.CREATED:
+                rec.state = CState.RUNNING
             with tracing.span("store.write", record="container", state=rec.state,
                               container_id=rec.id):
                 await self.store.containers.put(rec)
@@ -416,12 +363,11 @@ class ContainerManager(Lifecycle[ContainerRecord]):
 
     async def _cannot_run(self, rec: ContainerRecord, d: ContainerDetails,
                           e: TetherError) -> None:
-        rec.state = CState.EXITED.value
+        rec.state = CState.EXITED
         rec.exit_code = 128
         rec.finished_at = time.time_ns()
         d.reason = "ContainerCannotRun"
         d.message = e.message[:MESSAGE_LIMIT]
-        rec.details = d.to_dict()
         await self.store.containers.put(rec)
         self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
 
@@ -447,7 +393,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
     async def _on_exit(self, cid: str) -> None:
         """conmon is gone: record what its exit file says (once)."""
         rec = self.store.containers.get(cid)
-        if rec is not None and rec.state == CState.CREATED.value and cid in self._locks:
+        if rec is not None and rec.state is CState.CREATED and cid in self._locks:
             # A quick process can exit while StartContainer still holds the lock; its record
             # (RUNNING) is committed after an await and would undo this one: record after it.
             # (Deadlock-free: nothing holding the lock of a created container waits for its
@@ -455,10 +401,10 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             async with self._lock(cid):
                 pass
             rec = self.store.containers.get(cid)
-        if rec is None or rec.state not in (CState.RUNNING.value, CState.CREATED.value):
+        if rec is None or rec.state not in (CState.RUNNING, CState.CREATED):
             self._signal_exit(cid)
             return
-        d = ContainerDetails.from_dict(rec.details)
+        d = rec.details
         exit_file = os.path.join(self.exit_dir, cid)
         try:
             with open(exit_file) as f:
@@ -467,17 +413,16 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         except (OSError, ValueError):
             if d.conmon and kernel.alive(d.conmon.pid, d.conmon.start_time):
                 return
-            rec.state = CState.UNKNOWN.value
+            rec.state = CState.UNKNOWN
             d.reason = "Unknown"
             d.message = "the container monitor exited without recording an exit code"
-            rec.details = d.to_dict()
             await self.store.containers.put(rec)
             self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
             self._signal_exit(cid)
             return
         rec.exit_code = code
         rec.finished_at = max(finished, rec.started_at)  # mtimes use a coarse clock
-        rec.state = CState.EXITED.value
+        rec.state = CState.EXITED
         # conmon writes <persist-dir>/oom when it sees the cgroup's OOM event; the cgroup's
         # own counter (still there: the runtime removes it only at delete) covers an event
         # conmon missed or had no time to record.
@@ -489,7 +434,6 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         # Tether says only what it has to say itself; and it never follows a path the
         # container controls.
         d.message = ""
-        rec.details = d.to_dict()
         await self.store.containers.put(rec)
         self._publish(events.Kind.STOPPED, rec.id, rec.sandbox_id)
         if oom:
@@ -504,7 +448,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
         ev = self._exited.setdefault(cid, asyncio.Event())
         rec = self.store.containers.get(cid)
-        if rec is None or rec.state not in (CState.RUNNING.value, CState.CREATED.value):
+        if rec is None or rec.state not in (CState.RUNNING, CState.CREATED):
             return True
         try:
             await asyncio.wait_for(ev.wait(), timeout)
@@ -522,9 +466,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
 
     async def _stop_locked(self, cid: str, timeout: int) -> None:
         rec = self.store.containers.get(cid)
-        if rec is None or rec.state != CState.RUNNING.value:
+        if rec is None or rec.state is not CState.RUNNING:
             return
-        d = ContainerDetails.from_dict(rec.details)
+        d = rec.details
         rt = self.runtime(d.handler)
         if timeout > 0:
             await rt.kill(cid, d.stop_signal)
@@ -546,9 +490,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             rec = self.store.containers.get(cid)
             if rec is None:
                 return
-            rec.state = CState.REMOVING.value
+            rec.state = CState.REMOVING
             await self.store.containers.put(rec)
-            await self._cleanup(rec, ContainerDetails.from_dict(rec.details))
+            await self._cleanup(rec, rec.details)
             self._publish(events.Kind.DELETED, rec.id, rec.sandbox_id)
 
     async def _cleanup(self, rec: ContainerRecord, d: ContainerDetails) -> None:
@@ -592,11 +536,11 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         """(container id, its runtime, its bundle, the OCI process) for an exec of ``cmd``:
         the container's own user, env, cwd, capabilities."""
         rec = self.get(id_or_prefix)
-        if rec.state != CState.RUNNING.value:
+        if rec.state is not CState.RUNNING:
             raise FailedPrecondition(f"container {rec.id} is {rec.state}, not running")
         if not cmd:
             raise InvalidArgument("cmd: required")
-        d = ContainerDetails.from_dict(rec.details)
+        d = rec.details
         with open(os.path.join(d.bundle, "config.json")) as f:
             doc = json.load(f)
         return rec.id, self.runtime(d.handler), d.bundle, spec.exec_process(doc, cmd, tty=tty)
@@ -604,9 +548,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
     def attach_target(self, id_or_prefix: str) -> tuple[str, ContainerDetails]:
         """(container id, its details) of a running container, to attach to."""
         rec = self.get(id_or_prefix)
-        if rec.state != CState.RUNNING.value:
+        if rec.state is not CState.RUNNING:
             raise FailedPrecondition(f"container {rec.id} is {rec.state}, not running")
-        return rec.id, ContainerDetails.from_dict(rec.details)
+        return rec.id, rec.details
 
     async def exec_sync(self, id_or_prefix: str, cmd: list[str],
                         timeout: float) -> exec_sync.ExecResult:
@@ -615,9 +559,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
 
     async def reopen_log(self, id_or_prefix: str) -> None:
         rec = self.get(id_or_prefix)
-        if rec.state != CState.RUNNING.value:
+        if rec.state is not CState.RUNNING:
             raise FailedPrecondition(f"container {rec.id} is not running: no log to reopen")
-        d = ContainerDetails.from_dict(rec.details)
+        d = rec.details
         before = _inode(d.log_path)
         try:
             conmon.reopen_logs(d.bundle)
@@ -635,16 +579,15 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                                f"{REOPEN_WAIT:g}s ({why})")
             await asyncio.sleep(0.01)
 
-    async def update_resources(self, id_or_prefix: str,
-                               resources: pb.LinuxContainerResources) -> None:
+    async def update_resources(self, id_or_prefix: str, resources: Resources) -> None:
         rec = self.get(id_or_prefix)
         async with self._lock(rec.id):
             rec = self.get(rec.id)
-            if rec.state not in (CState.RUNNING.value, CState.CREATED.value):
+            if rec.state not in (CState.RUNNING, CState.CREATED):
                 raise FailedPrecondition(f"container {rec.id} is {rec.state}: cannot update it")
-            d = ContainerDetails.from_dict(rec.details)
+            d = rec.details
             new = resources_to_oci(resources, self.options)
-            if rec.state == CState.RUNNING.value:
+            if rec.state is CState.RUNNING:
                 limit = int((new.get("memory") or {}).get("limit") or 0)
                 if limit > 0 and d.cgroup_path:
                     # runc says why the kernel refuses a limit below usage, crun only "Device
@@ -670,20 +613,19 @@ class ContainerManager(Lifecycle[ContainerRecord]):
                                f"{e}") from None
             merged = {**d.resources, **new}
             d.resources = merged
-            rec.details = d.to_dict()
             await self.store.containers.put(rec)
 
     # --- reconcile -------------------------------------------------------------------------
     async def reconcile(self) -> None:
         summary = {"exited": 0, "running": 0, "rolled_back": 0}
         for rec in self.store.containers.list():
-            d = ContainerDetails.from_dict(rec.details)
+            d = rec.details
             self._remember(rec)
             try:
-                if rec.state in (CState.CREATING.value, CState.REMOVING.value):
+                if rec.state in (CState.CREATING, CState.REMOVING):
                     await self._cleanup(rec, d)
                     summary["rolled_back"] += 1
-                elif rec.state == CState.RUNNING.value:
+                elif rec.state is CState.RUNNING:
                     if d.conmon and kernel.alive(d.conmon.pid, d.conmon.start_time):
                         self._watch(rec.id, d)
                         summary["running"] += 1
@@ -706,16 +648,9 @@ class ContainerManager(Lifecycle[ContainerRecord]):
 
     def _drop_shifted(self, leaving: str = "") -> None:
         """Shifted layer copies no container (but ``leaving``) still uses go."""
-        keep = {ContainerDetails.from_dict(c.details).shifted_key
+        keep = {c.details.shifted_key
                 for c in self.store.containers.list() if c.id != leaving}
         self.images.drop_shifted(keep - {""})
-
-
-def _stop_signal(config: pb.ContainerConfig, image_signal: str) -> str:
-    """The container's own stop signal, else the image's StopSignal, else SIGTERM."""
-    if config.stop_signal:
-        return pb.Signal.Name(config.stop_signal).removeprefix("SIGNAL_")
-    return image_signal or "SIGTERM"
 
 
 def _read_image_file(rootfs: str, path: str, limit: int = 1 << 20) -> str:
@@ -743,12 +678,12 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(doc), 0o600)  # it may hold the container's secrets (env)
 
 
-def _device_info(config: pb.ContainerConfig) -> dict[str, tuple[str, int, int, int]]:
+def _device_info(config: ContainerSpec) -> dict[str, tuple[str, int, int, int]]:
     """Type, major, minor and mode of each host device the config asks for."""
     info: dict[str, tuple[str, int, int, int]] = {}
     asked = [dev.host_path for dev in config.devices]
     every = [os.path.join("/dev", n) for n in os.listdir("/dev")] \
-        if config.linux.security_context.privileged else []
+        if config.security.privileged else []
     for path in [*asked, *every]:
         try:
             # a requested path may be a link (/dev/disk/by-id/...); of /dev's own entries only

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from podsandbox.types import Process
+from podsandbox.types import IDMapping, Process, cri_json_linux
+from shim.oci.types import ImageVolume, Mount, Propagation
 
 
 class CState(StrEnum):
@@ -34,10 +35,10 @@ class ContainerDetails:
     reason: str = ""
     message: str = ""
     stop_signal: str = "SIGTERM"
-    mounts: list[dict[str, Any]] = field(default_factory=list)  # CRI mounts, as given
+    mounts: list[Mount] = field(default_factory=list)  # as asked (ContainerStatus.mounts)
     resources: dict[str, Any] = field(default_factory=dict)  # OCI linux.resources in force
     cgroup_path: str = ""  # linux.cgroupsPath: relative to each hierarchy's root
-    config_json: str = ""  # the CRI ContainerConfig, for status and restarts
+    privileged: bool = False  # its security context says so (verbose status, tether ns)
     image_id: str = ""
     # the process identity the spec gives the container's first process (uid, gid,
     # supplemental_groups), reported as ContainerStatus.user
@@ -46,9 +47,6 @@ class ContainerDetails:
     # the mapping whose shifted layer copies its rootfs uses (user namespace, copy mode)
     shifted_key: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerDetails:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -56,4 +54,24 @@ class ContainerDetails:
         for key in ("pid", "conmon"):
             if d.get(key):
                 d[key] = Process(**d[key])
+        d["mounts"] = [_mount(m) for m in d.get("mounts") or ()]
+        if "config_json" in data and "privileged" not in data:
+            # written before the privilege was kept on its own: the whole CRI config was
+            sc = cri_json_linux(data["config_json"]).get("securityContext") or {}
+            d["privileged"] = bool(sc.get("privileged"))
         return cls(**d)
+
+
+def _mount(m: dict[str, Any]) -> Mount:
+    """A stored mount; older records kept the CRI message's JSON (field names and enum names
+    the same, but for the id mappings' and the omitted defaults)."""
+    names = {f.name for f in dataclasses.fields(Mount)}
+    d = {k: v for k, v in m.items() if k in names}
+    for key, old in (("uid_mappings", "uidMappings"), ("gid_mappings", "gidMappings")):
+        d[key] = tuple(IDMapping(x.get("container_id", 0), x.get("host_id", 0),
+                                 x.get("length", 0)) for x in m.get(key, m.get(old)) or ())
+    d["propagation"] = Propagation(m.get("propagation") or Propagation.PRIVATE)
+    if m.get("image") is not None:
+        d["image"] = ImageVolume(**m["image"])
+    d["mount_options"] = tuple(m.get("mount_options") or ())
+    return Mount(**d)

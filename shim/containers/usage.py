@@ -13,6 +13,6 @@ def image_user(store: Store, img: Image) -> str | None:
     names = img.names()
     for c in store.containers.list():
         if c.image_ref == img.id or c.image == img.id or c.image in names \
-                or img.id in c.details.get("image_volume_ids", ()):
+                or img.id in c.details.image_volume_ids:
             return f"container {c.id}" + (f" ({c.name})" if c.name else "")
     return None

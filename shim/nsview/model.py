@@ -267,17 +267,6 @@ def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
-def privileged_of(config_json: str) -> bool:
-    """``linux.security_context.privileged`` of a CRI PodSandboxConfig or ContainerConfig as
-    the store keeps it (protobuf JSON, camelCase)."""
-    try:
-        cfg = json.loads(config_json) if config_json else {}
-    except ValueError:
-        return False
-    sc = cfg.get("linux", {}).get("securityContext", {}) if isinstance(cfg, dict) else {}
-    return bool(isinstance(sc, dict) and sc.get("privileged"))
-
-
 def spec_namespaces(runtime_spec: Any) -> dict[str, str] | None:
     """OCI config.json's linux.namespaces as /proc kind -> path ("" = new); None unknown."""
     if not isinstance(runtime_spec, dict):

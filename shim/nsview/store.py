@@ -7,9 +7,8 @@ import os
 from typing import Any
 
 from podsandbox.kernel import alive
-from podsandbox.types import SandboxDetails
-from shim.containers.types import ContainerDetails
-from shim.nsview.model import ContainerFacts, PodFacts, privileged_of, spec_namespaces
+from podsandbox.views import status_view
+from shim.nsview.model import ContainerFacts, PodFacts, spec_namespaces
 from shim.store import readonly
 
 DB_NAME = "tether.db"  # under paths.root, as the daemon opens it
@@ -27,22 +26,23 @@ def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
     sandboxes, records = readonly.read(os.path.join(root, DB_NAME))
     pods = []
     for rec in sandboxes:
-        d = SandboxDetails.from_dict(rec.details)
+        v = status_view(rec)  # as the daemon's PodSandboxStatus reads a pod
         # a pid is only trusted with the start time recorded with it
-        pid = d.holder.pid if d.holder and alive(d.holder.pid, d.holder.start_time) else 0
+        pid = v.holder.pid if v.holder and alive(v.holder.pid, v.holder.start_time) else 0
         pods.append(PodFacts(
-            id=rec.id, name=rec.name, namespace=rec.namespace, state=rec.state, pid=pid,
-            modes=dict(d.modes), recorded=dict(d.inodes),
-            privileged=privileged_of(d.config_json),
-            host_ports=tuple(p["host_port"] for p in d.port_mappings if p.get("host_port")),
+            id=rec.id, name=rec.name, namespace=rec.namespace, state=rec.state.value, pid=pid,
+            modes={n.kind: n.mode.value for n in v.namespaces},
+            recorded={n.kind: n.inode for n in v.namespaces if n.inode is not None},
+            privileged=v.privileged,
+            host_ports=tuple(p.host_port for p in v.port_mappings if p.host_port),
         ))
     containers = []
     for crec in records:
-        cd = ContainerDetails.from_dict(crec.details)
+        cd = crec.details
         pid = cd.pid.pid if cd.pid and alive(cd.pid.pid, cd.pid.start_time) else 0
         containers.append(ContainerFacts(
-            id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state, pid=pid,
-            privileged=privileged_of(cd.config_json),
+            id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state.value, pid=pid,
+            privileged=cd.privileged,
             spec_namespaces=spec_namespaces(_spec(cd.bundle)),
         ))
     return pods, containers

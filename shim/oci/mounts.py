@@ -7,9 +7,9 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from shim.cri import api_pb2 as pb
+from podsandbox.types import PodContext
 from shim.errors import InvalidArgument
-from shim.oci.types import PodContext
+from shim.oci.types import Mount, Propagation, SecurityContext
 
 # The kubelet's / containerd's defaults.
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -22,9 +22,9 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 )
 
 _PROPAGATION = {
-    pb.PROPAGATION_PRIVATE: "rprivate",
-    pb.PROPAGATION_HOST_TO_CONTAINER: "rslave",
-    pb.PROPAGATION_BIDIRECTIONAL: "rshared",
+    Propagation.PRIVATE: "rprivate",
+    Propagation.HOST_TO_CONTAINER: "rslave",
+    Propagation.BIDIRECTIONAL: "rshared",
 }
 
 
@@ -62,7 +62,7 @@ def standard_mounts(pod: PodContext, *, readonly_rootfs: bool, privileged: bool)
     return out
 
 
-def cri_mounts(mounts: Sequence[pb.Mount], rro_supported: bool = False
+def cri_mounts(mounts: Sequence[Mount], rro_supported: bool = False
                ) -> tuple[list[dict[str, Any]], str]:
     """(OCI mounts of the CRI ones, rootfsPropagation: "rshared", "rslave" or "").
     Image volumes must have been resolved to host paths by the caller."""
@@ -75,20 +75,18 @@ def cri_mounts(mounts: Sequence[pb.Mount], rro_supported: bool = False
                 f"{field}.container_path {m.container_path!r}: must be an absolute path"
             )
         if not m.host_path:
-            if m.HasField("image"):
+            if m.image is not None:
                 raise InvalidArgument(f"{field}.image.image: required for an image volume")
             raise InvalidArgument(f"{field}.host_path: empty")
-        if m.uidMappings or m.gidMappings:  # the container manager resolves them first
+        if m.uid_mappings or m.gid_mappings:  # the container manager resolves them first
             raise InvalidArgument(f"{field}: id-mapped mounts must be resolved to host paths")
-        prop = _PROPAGATION.get(m.propagation)
-        if prop is None:
-            raise InvalidArgument(f"{field}.propagation: unknown value {m.propagation}")
+        prop = _PROPAGATION[m.propagation]
         options = ["rbind", prop, "ro" if m.readonly else "rw"]
         if m.recursive_read_only:
             # as the kubelet and containerd require: read-only, and nothing propagates in
             if not m.readonly:
                 raise InvalidArgument(f"{field}.recursive_read_only: needs readonly")
-            if m.propagation != pb.PROPAGATION_PRIVATE:
+            if m.propagation is not Propagation.PRIVATE:
                 raise InvalidArgument(
                     f"{field}.recursive_read_only: needs propagation PROPAGATION_PRIVATE")
             if not rro_supported:
@@ -96,8 +94,8 @@ def cri_mounts(mounts: Sequence[pb.Mount], rro_supported: bool = False
                     f"{field}.recursive_read_only: this runtime handler cannot make recursive "
                     "read-only mounts (see Status.runtime_handlers)")
             options.append("rro")
-        shared |= m.propagation == pb.PROPAGATION_BIDIRECTIONAL
-        slave |= m.propagation == pb.PROPAGATION_HOST_TO_CONTAINER
+        shared |= m.propagation is Propagation.BIDIRECTIONAL
+        slave |= m.propagation is Propagation.HOST_TO_CONTAINER
         dest = posixpath.normpath(m.container_path)
         out.append(_m(dest, "bind", m.host_path, options))
     # Parents before children, so a mount never hides one made inside it (stable otherwise).
@@ -112,7 +110,7 @@ def merge(standard: list[dict[str, Any]], cri: list[dict[str, Any]]) -> list[dic
 
 
 def masked_and_readonly(
-    sc: pb.LinuxContainerSecurityContext, *, privileged: bool, unmasked: bool
+    sc: SecurityContext, *, privileged: bool, unmasked: bool
 ) -> tuple[list[str], list[str]]:
     """``linux.maskedPaths`` and ``linux.readonlyPaths``: none when privileged or with an
     Unmasked proc mount; the security context's lists when given; else the defaults."""

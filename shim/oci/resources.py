@@ -1,4 +1,4 @@
-"""CRI LinuxContainerResources <-> OCI ``linux.resources``; devices; the container's cgroup.
+"""The CRI's container resources -> OCI ``linux.resources``; devices; the container's cgroup.
 
 ``resources_to_oci`` is also what ``runc update --resources`` / ``crun update --resources``
 takes (without the device rules, which only ``generate`` adds).
@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podsandbox import cgroups as pod_cgroups
-from shim.cri import api_pb2 as pb
+from podsandbox.types import PodContext
 from shim.errors import InvalidArgument
-from shim.oci.types import PodContext, RuntimeOptions
+from shim.oci.types import Device, Resources, RuntimeOptions
 
 # CRI-O's minimum: below it runc's own init may not even start in the cgroup.
 MIN_MEMORY_LIMIT = 12 * 1024 * 1024
@@ -83,9 +83,7 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):g} MiB"
 
 
-def resources_to_oci(
-    res: pb.LinuxContainerResources, runtime: RuntimeOptions
-) -> dict[str, Any]:
+def resources_to_oci(res: Resources, runtime: RuntimeOptions) -> dict[str, Any]:
     """``linux.resources`` (without devices). Raises InvalidArgument naming the CRI field."""
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {}
@@ -159,27 +157,6 @@ def resources_to_oci(
     return out
 
 
-def resources_from_oci(d: Mapping[str, Any], oom_score_adj: int = 0) -> pb.LinuxContainerResources:
-    """The CRI view of ``linux.resources`` (for ContainerStatus.resources)."""
-    cpu = d.get("cpu") or {}
-    memory = d.get("memory") or {}
-    res = pb.LinuxContainerResources(
-        cpu_period=int(cpu.get("period") or 0),
-        cpu_quota=int(cpu.get("quota") or 0),
-        cpu_shares=int(cpu.get("shares") or 0),
-        cpuset_cpus=str(cpu.get("cpus") or ""),
-        cpuset_mems=str(cpu.get("mems") or ""),
-        memory_limit_in_bytes=int(memory.get("limit") or 0),
-        memory_swap_limit_in_bytes=int(memory.get("swap") or 0),
-        oom_score_adj=oom_score_adj,
-    )
-    for h in d.get("hugepageLimits") or ():
-        res.hugepage_limits.add(page_size=str(h.get("pageSize", "")), limit=int(h.get("limit", 0)))
-    for k, v in (d.get("unified") or {}).items():
-        res.unified[k] = str(v)
-    return res
-
-
 def cgroups_path(pod: PodContext, container_id: str, runtime: RuntimeOptions) -> str:
     """``linux.cgroupsPath``: the container's cgroup beside the pod's pause-holder, by the
     configured driver's rules, as the pod's own (``podsandbox.cgroups.pod_cgroup``): cgroupfs
@@ -193,7 +170,7 @@ def cgroups_path(pod: PodContext, container_id: str, runtime: RuntimeOptions) ->
 
 
 def devices(
-    requested: Sequence[pb.Device],
+    requested: Sequence[Device],
     device_info: Mapping[str, tuple[str, int, int, int]],
     privileged: bool,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -1,9 +1,12 @@
-"""CRI container config in, OCI runtime spec (config.json) out: a pure function.
+"""What a container asks (``ContainerSpec``) in, OCI runtime spec (config.json) out: a pure
+function.
 
-Everything the spec depends on besides the CRI messages comes in as arguments (``PodContext``,
-``ImageConfig``, ``ImageFiles``, ``RuntimeOptions``, ``device_info``): no file is read, no
-device is stat'ed. Bad input raises ``InvalidArgument`` naming the CRI field. The result is
-accepted by runc 1.1 and crun 1.8 (hence ``ociVersion`` 1.0.2).
+Everything the spec depends on besides the container's spec comes in as arguments
+(``PodContext``, ``ImageConfig``, ``ImageFiles``, ``RuntimeOptions``, ``device_info``): no file
+is read but a Localhost seccomp profile, no device is stat'ed. ``container_convert`` checked
+what the request alone decides; what needs the node, the image or the pod too is refused
+here, with ``InvalidArgument`` naming the CRI field. The result is accepted by runc 1.1 and
+crun 1.8 (hence ``ociVersion`` 1.0.2).
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from podsandbox.types import IDMapping, Mode
-from shim.cri import api_pb2 as pb
+from podsandbox.types import IDMapping, Mode, PodContext
 from shim.errors import InvalidArgument
 from shim.images.manifest import ImageConfig
 from shim.oci import caps as _caps
@@ -22,8 +24,8 @@ from shim.oci import mounts as _mounts
 from shim.oci import resources as _resources
 from shim.oci import seccomp
 from shim.oci import users as _users
-from shim.oci.resources import cgroups_path, resources_from_oci, resources_to_oci
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.resources import cgroups_path, resources_to_oci
+from shim.oci.types import ContainerSpec, ImageFiles, PidMode, RuntimeOptions, SecurityProfile
 
 __all__ = [
     "OCI_VERSION",
@@ -31,7 +33,6 @@ __all__ = [
     "exec_process",
     "generate",
     "merge_args",
-    "resources_from_oci",
     "resources_to_oci",
 ]
 
@@ -52,7 +53,7 @@ _SYSCTL_NS = (
 )
 
 
-def merge_args(config: pb.ContainerConfig, image: ImageConfig) -> list[str]:
+def merge_args(config: ContainerSpec, image: ImageConfig) -> list[str]:
     """Kubernetes' rule: command replaces the image Entrypoint and drops its Cmd; args
     replaces Cmd."""
     if config.command:
@@ -68,7 +69,7 @@ def merge_args(config: pb.ContainerConfig, image: ImageConfig) -> list[str]:
     return args
 
 
-def _env(config: pb.ContainerConfig, image: ImageConfig, hostname: str, home: str) -> list[str]:
+def _env(config: ContainerSpec, image: ImageConfig, hostname: str, home: str) -> list[str]:
     env: dict[str, str] = {}
     if hostname:
         env["HOSTNAME"] = hostname
@@ -76,13 +77,7 @@ def _env(config: pb.ContainerConfig, image: ImageConfig, hostname: str, home: st
         k, sep, v = e.partition("=")
         if k and sep:
             env[k] = v
-    for i, kv in enumerate(config.envs):
-        if not kv.key or "=" in kv.key:
-            raise InvalidArgument(f"envs[{i}].key {kv.key!r}: not a valid variable name")
-        try:
-            env[kv.key] = kv.value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InvalidArgument(f"envs[{i}].value ({kv.key}): not UTF-8: {e}") from e
+    env.update(config.envs)
     env.setdefault("PATH", DEFAULT_PATH)
     if config.tty:
         env.setdefault("TERM", "xterm")
@@ -90,12 +85,8 @@ def _env(config: pb.ContainerConfig, image: ImageConfig, hostname: str, home: st
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def _cwd(config: pb.ContainerConfig, image: ImageConfig) -> str:
-    if config.working_dir:
-        if not config.working_dir.startswith("/"):
-            raise InvalidArgument(
-                f"working_dir {config.working_dir!r}: must be an absolute path"
-            )
+def _cwd(config: ContainerSpec, image: ImageConfig) -> str:
+    if config.working_dir:  # absolute (container_convert)
         return posixpath.normpath(config.working_dir)
     if image.working_dir:
         return posixpath.normpath(posixpath.join("/", image.working_dir))
@@ -104,46 +95,13 @@ def _cwd(config: pb.ContainerConfig, image: ImageConfig) -> str:
 
 # --- seccomp and AppArmor -------------------------------------------------------------------
 
-def _profile(holder: Any, msg_field: str, str_field: str, where: str) -> tuple[str, str, str]:
-    """("runtime" | "unconfined" | "localhost" | "", ref, field named in errors) from a
-    SecurityProfile message, else its deprecated string form."""
-    if holder.HasField(msg_field):
-        p = getattr(holder, msg_field)
-        name = f"{where}.{msg_field}"
-        if p.profile_type == pb.SecurityProfile.RuntimeDefault:
-            return "runtime", "", name
-        if p.profile_type == pb.SecurityProfile.Unconfined:
-            return "unconfined", "", name
-        if p.profile_type == pb.SecurityProfile.Localhost:
-            if not p.localhost_ref:
-                raise InvalidArgument(f"{name}.localhost_ref: empty for a Localhost profile")
-            return "localhost", p.localhost_ref, name
-        raise InvalidArgument(f"{name}.profile_type: unknown value {p.profile_type}")
-    value = getattr(holder, str_field, "") if str_field else ""
-    name = f"{where}.{str_field}"
-    if not value:
-        return "", "", name
-    if value in ("runtime/default", "docker/default"):
-        return "runtime", "", name
-    if value == "unconfined":
-        return "unconfined", "", name
-    if value.startswith("localhost/") and len(value) > len("localhost/"):
-        return "localhost", value.removeprefix("localhost/"), name
-    raise InvalidArgument(
-        f"{name} {value!r}: expected 'runtime/default', 'unconfined' or 'localhost/<profile>'"
-    )
-
-
 def _seccomp(
-    sc: pb.LinuxContainerSecurityContext, pod_sc: pb.LinuxSandboxSecurityContext,
-    privileged: bool, runtime: RuntimeOptions, capabilities: frozenset[str],
+    profile: SecurityProfile, privileged: bool, runtime: RuntimeOptions,
+    capabilities: frozenset[str],
 ) -> dict[str, Any] | None:
     """``linux.seccomp``; None = unconfined. ``capabilities``: the bounding set, which the
     profiles' capability-conditional rules look at (as containerd and Docker do)."""
-    kind, ref, field = _profile(sc, "seccomp", "seccomp_profile_path", SC)
-    if not kind:
-        kind, ref, field = _profile(pod_sc, "seccomp", "seccomp_profile_path",
-                                    "pod linux.security_context")
+    kind, ref, field = profile.kind, profile.ref, profile.field
     if privileged or kind in ("", "unconfined"):
         return None  # the kubelet's default is Unconfined
     if not runtime.seccomp_enabled:
@@ -161,13 +119,8 @@ def _seccomp(
         raise InvalidArgument(f"{field}: {e.message}", detail=e.detail) from None
 
 
-def _apparmor(
-    sc: pb.LinuxContainerSecurityContext, pod_sc: pb.LinuxSandboxSecurityContext,
-    privileged: bool, runtime: RuntimeOptions,
-) -> str:
-    kind, ref, field = _profile(sc, "apparmor", "apparmor_profile", SC)
-    if not kind:
-        kind, ref, field = _profile(pod_sc, "apparmor", "", "pod linux.security_context")
+def _apparmor(profile: SecurityProfile, privileged: bool, runtime: RuntimeOptions) -> str:
+    kind, ref, field = profile.kind, profile.ref, profile.field
     if kind == "localhost":
         if not runtime.apparmor_enabled:
             raise InvalidArgument(
@@ -195,7 +148,7 @@ def _pod_ns(kind: str, mode: Mode, pod: PodContext) -> dict[str, str] | None:
 
 
 def _namespaces(
-    nso: pb.NamespaceOption, pod: PodContext, runtime: RuntimeOptions, target_pid: int
+    pid: PidMode, target_id: str, pod: PodContext, runtime: RuntimeOptions, target_pid: int
 ) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     if pod.userns_path:
@@ -204,23 +157,21 @@ def _namespaces(
         ns = _pod_ns(kind, Mode(mode), pod)
         if ns:
             out.append(ns)
-    if nso.pid == pb.CONTAINER:
+    if pid is PidMode.CONTAINER:
         out.append({"type": "pid"})
-    elif nso.pid == pb.POD:
+    elif pid is PidMode.POD:
         if Mode(pod.pid) == Mode.CONTAINER:
             out.append({"type": "pid"})  # the pod shares none: the container gets its own
         else:
             ns = _pod_ns("pid", Mode(pod.pid), pod)
             if ns:
                 out.append(ns)
-    elif nso.pid == pb.TARGET:
+    elif pid is PidMode.TARGET:
         if target_pid <= 0:
             raise InvalidArgument(
-                f"{NSO}.target_id {nso.target_id!r}: target container is not running"
+                f"{NSO}.target_id {target_id!r}: target container is not running"
             )
         out.append({"type": "pid", "path": f"/proc/{target_pid}/ns/pid"})
-    elif nso.pid != pb.NODE:
-        raise InvalidArgument(f"{NSO}.pid: unknown mode {nso.pid}")
     out.append({"type": "mount"})
     if runtime.cgroup_v2:
         out.append({"type": "cgroup"})
@@ -249,8 +200,7 @@ def _sysctls(pod: PodContext) -> dict[str, str]:
 
 def generate(
     container_id: str,
-    config: pb.ContainerConfig,
-    sandbox_config: pb.PodSandboxConfig,
+    config: ContainerSpec,
     pod: PodContext,
     image: ImageConfig,
     files: ImageFiles,
@@ -268,20 +218,14 @@ def generate(
     (and of every host device for a privileged container). ``unmasked_proc``: the container's
     proc mount type is Unmasked (no masked or read-only paths).
     """
-    linux = config.linux
-    sc = linux.security_context
-    pod_sc = sandbox_config.linux.security_context
-    privileged = sc.privileged
-    if privileged and not pod_sc.privileged:
-        raise InvalidArgument(
-            f"{SC}.privileged: the pod is not privileged, so its containers cannot be"
-        )
+    sc = config.security
+    privileged = sc.privileged  # only in a privileged pod (container_convert)
 
     user = _users.resolve(sc, image.user, files)
     capsets = _caps.compute(
-        sc.capabilities.add_capabilities,
-        sc.capabilities.drop_capabilities,
-        sc.capabilities.add_ambient_capabilities,
+        sc.capabilities.add,
+        sc.capabilities.drop,
+        sc.capabilities.add_ambient,
         privileged=privileged,
         root=user.uid == 0,
         host=runtime.host_capabilities,
@@ -298,13 +242,13 @@ def generate(
         "capabilities": capsets.to_oci(),
         "noNewPrivileges": bool(sc.no_new_privs),
     }
-    oom = min(max(linux.resources.oom_score_adj, runtime.min_oom_score_adj), 1000)
+    oom = min(max(config.resources.oom_score_adj, runtime.min_oom_score_adj), 1000)
     process["oomScoreAdj"] = oom
-    profile = _apparmor(sc, pod_sc, privileged, runtime)
+    profile = _apparmor(sc.apparmor, privileged, runtime)
     if profile:
         process["apparmorProfile"] = profile
 
-    resources = resources_to_oci(linux.resources, runtime)
+    resources = resources_to_oci(config.resources, runtime)
     nodes, dev_rules = _resources.devices(config.devices, device_info or {}, privileged)
     resources["devices"] = _resources.default_device_rules(privileged) + dev_rules
 
@@ -317,7 +261,7 @@ def generate(
                                                    unmasked=unmasked_proc)
 
     linux_spec: dict[str, Any] = {
-        "namespaces": _namespaces(sc.namespace_options, pod, runtime, target_pid),
+        "namespaces": _namespaces(sc.pid, sc.target_id, pod, runtime, target_pid),
         "resources": resources,
         "cgroupsPath": cgroups_path(pod, container_id, runtime),
         "devices": nodes,
@@ -332,7 +276,7 @@ def generate(
         linux_spec["sysctl"] = sysctl
     if propagation:
         linux_spec["rootfsPropagation"] = propagation
-    seccomp = _seccomp(sc, pod_sc, privileged, runtime, frozenset(capsets.bounding))
+    seccomp = _seccomp(sc.seccomp, privileged, runtime, frozenset(capsets.bounding))
     if seccomp is not None:
         linux_spec["seccomp"] = seccomp
 
@@ -341,7 +285,7 @@ def generate(
         "process": process,
         "root": {"path": rootfs, "readonly": bool(sc.readonly_rootfs)},
         "mounts": mounts,
-        "annotations": _annotations(container_id, config, sandbox_config, pod),
+        "annotations": _annotations(container_id, config, pod),
         "linux": linux_spec,
     }
     if uts_own and pod.hostname:
@@ -354,17 +298,14 @@ def _id_mappings(maps: tuple[IDMapping, ...]) -> list[dict[str, int]]:
             for m in maps]
 
 
-def _annotations(
-    container_id: str, config: pb.ContainerConfig, sandbox_config: pb.PodSandboxConfig,
-    pod: PodContext,
-) -> dict[str, str]:
+def _annotations(container_id: str, config: ContainerSpec, pod: PodContext) -> dict[str, str]:
     """Tether's own only: the CRI's annotations are not passed on (runtimes act on some)."""
-    md = sandbox_config.metadata
+    md = config.pod
     return {
         "io.kubernetes.cri.container-type": "container",
         "io.kubernetes.cri.container-id": container_id,
-        "io.kubernetes.cri.container-name": config.metadata.name,
-        "io.kubernetes.cri.image-name": config.image.image,
+        "io.kubernetes.cri.container-name": config.name,
+        "io.kubernetes.cri.image-name": config.image,
         "io.kubernetes.cri.sandbox-id": pod.sandbox_id,
         "io.kubernetes.cri.sandbox-name": md.name,
         "io.kubernetes.cri.sandbox-namespace": md.namespace,

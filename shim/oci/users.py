@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.oci.types import ImageFiles
+from shim.oci.types import ImageFiles, SecurityContext
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 is "no change" for the kernel
 SC = "linux.security_context"
@@ -93,14 +92,14 @@ def _dedupe(ids: Iterable[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def resolve(sc: pb.LinuxContainerSecurityContext, image_user: str, files: ImageFiles) -> User:
+def resolve(sc: SecurityContext, image_user: str, files: ImageFiles) -> User:
     """The process user; InvalidArgument naming the field when a name does not resolve."""
     passwd = parse_passwd(files.passwd)
     groups = parse_group(files.group)
     group_spec = ""
     group_field = ""
-    if sc.HasField("run_as_user"):
-        user_spec = str(_check_id(sc.run_as_user.value, f"{SC}.run_as_user"))
+    if sc.run_as_user is not None:
+        user_spec = str(_check_id(sc.run_as_user, f"{SC}.run_as_user"))
         user_field = f"{SC}.run_as_user"
     elif sc.run_as_username:
         user_spec = sc.run_as_username
@@ -125,8 +124,8 @@ def resolve(sc: pb.LinuxContainerSecurityContext, image_user: str, files: ImageF
         uid = entry.uid
 
     gid = entry.gid if entry else 0
-    if sc.HasField("run_as_group"):
-        gid = _check_id(sc.run_as_group.value, f"{SC}.run_as_group")
+    if sc.run_as_group is not None:
+        gid = _check_id(sc.run_as_group, f"{SC}.run_as_group")
     elif group_spec:
         if (g := _int(group_spec)) is not None:
             gid = _check_id(g, group_field)
@@ -144,7 +143,7 @@ def resolve(sc: pb.LinuxContainerSecurityContext, image_user: str, files: ImageF
     ]
     name = entry.name if entry else ""
     member_of: list[int] = []
-    if sc.supplemental_groups_policy != pb.Strict and name:
+    if not sc.supplemental_groups_strict and name:
         member_of = [g.gid for g in groups if name in g.members]
     return User(
         uid=uid,

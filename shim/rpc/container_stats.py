@@ -22,9 +22,8 @@ from shim.stats.samples import ContainerTarget
 
 
 def _targets(d: Services, f: pb.ContainerStatsFilter | None) -> list[ContainerTarget]:
-    running = CState.RUNNING.value
     return d.store.containers.scan(
-        lambda r: container_target(r) if r.state == running and matches(r, f) else None)
+        lambda r: container_target(r) if r.state is CState.RUNNING and matches(r, f) else None)
 
 
 async def select(

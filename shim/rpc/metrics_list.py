@@ -9,7 +9,7 @@ import contextlib
 from collections import defaultdict
 
 from podsandbox.types import State
-from shim.containers.types import ContainerDetails, CState
+from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import list_and_stream, rpc
 from shim.rpc.services import Services
@@ -20,9 +20,9 @@ from shim.store import ContainerRecord
 
 
 def _target(rec: ContainerRecord) -> metrics.MetricsTarget | None:
-    if rec.state != CState.RUNNING.value:
+    if rec.state is not CState.RUNNING:
         return None
-    d = ContainerDetails.from_dict(rec.details)
+    d = rec.details
     return metrics.MetricsTarget(
         id=rec.id, name=rec.name, image=rec.image, cgroup=cgroup_relpath(d.cgroup_path),
         upper=f"{d.container_dir}/upper" if d.container_dir else "",
@@ -30,7 +30,7 @@ def _target(rec: ContainerRecord) -> metrics.MetricsTarget | None:
 
 
 async def pod_metrics(d: Services, req: object) -> list[pb.PodSandboxMetrics]:
-    pods = d.store.sandboxes.scan(lambda r: r if r.state == State.READY.value else None)
+    pods = d.store.sandboxes.scan(lambda r: r if r.state is State.READY else None)
     by_pod: dict[str, list[metrics.MetricsTarget]] = defaultdict(list)
     for r in d.store.containers.list():
         t = _target(r)

@@ -9,11 +9,10 @@ import os
 from collections.abc import Callable
 
 from podsandbox import kernel, namespaces
-from podsandbox.types import Mode, NamespaceModes, SandboxDetails, SandboxSpec
-from shim.containers.types import ContainerDetails
-from shim.cri import api_pb2 as pb
+from podsandbox.types import Mode, NamespaceModes, SandboxSpec
 from shim.errors import TetherError
 from shim.nspolicy.rules import Decision, NamespaceRef, Sharing, Subject
+from shim.oci.types import ContainerSpec, PidMode
 from shim.rpc.services import Services
 from shim.store import SandboxRecord
 
@@ -55,34 +54,32 @@ def pod_sharings(modes: NamespaceModes, inode: Inode = node_inode) -> list[Shari
     return out
 
 
-def container_subject(pod: SandboxRecord, config: pb.ContainerConfig) -> Subject:
+def container_subject(pod: SandboxRecord, config: ContainerSpec) -> Subject:
     return Subject(pod_name=pod.name, pod_namespace=pod.namespace, pod_uid=pod.uid,
                    runtime_handler=pod.runtime_handler, labels=pod.labels,
-                   annotations=pod.annotations, pod_id=pod.id,
-                   container_name=config.metadata.name)
+                   annotations=pod.annotations, pod_id=pod.id, container_name=config.name)
 
 
-def container_sharings(pod: SandboxRecord, config: pb.ContainerConfig,
+def container_sharings(modes: NamespaceModes, config: ContainerSpec,
                        inode: Inode = node_inode,
                        target_inode: Callable[[str], int | None] = lambda _: None
                        ) -> list[Sharing]:
     """What a container gets of the node's or another container's namespaces: net and IPC
-    as its pod has them (the runtime joins the pod's), PID as its own namespace options say;
-    TARGET; and, privileged, any host namespace at all (privileged_host)."""
-    modes = SandboxDetails.from_dict(pod.details).modes
-    nso = config.linux.security_context.namespace_options
+    as its pod has them (``modes``: the runtime joins the pod's), PID as its own namespace
+    options say; TARGET; and, privileged, any host namespace at all (privileged_host)."""
+    sc = config.security
     host: list[tuple[str, tuple[str, ...]]] = []
-    if modes.get("net") == Mode.NODE.value:
+    if modes.network is Mode.NODE:
         host.append(("host_network", ("net", "uts")))
-    if modes.get("ipc") == Mode.NODE.value:
+    if modes.ipc is Mode.NODE:
         host.append(("host_ipc", ("ipc",)))
-    if nso.pid == pb.NODE or (nso.pid == pb.POD and modes.get("pid") == Mode.NODE.value):
+    if sc.pid is PidMode.NODE or (sc.pid is PidMode.POD and modes.pid is Mode.NODE):
         host.append(("host_pid", ("pid",)))
     out = [Sharing(kind, _node(types, inode)) for kind, types in host]
-    if nso.pid == pb.TARGET:
+    if sc.pid is PidMode.TARGET:
         out.append(Sharing("target_pid", {"pid": NamespaceRef(
-            "container", target_inode(nso.target_id), container_id=nso.target_id)}))
-    if config.linux.security_context.privileged and host:
+            "container", target_inode(sc.target_id), container_id=sc.target_id)}))
+    if sc.privileged and host:
         types = tuple(t for _, ts in host for t in ts)
         out.append(Sharing("privileged_host", _node(types, inode)))
     return out
@@ -92,7 +89,7 @@ def _target_inode(d: Services) -> Callable[[str], int | None]:
     def lookup(target_id: str) -> int | None:
         with contextlib.suppress(TetherError, OSError):
             rec = d.containers.get(target_id)
-            pid = ContainerDetails.from_dict(rec.details).pid
+            pid = rec.details.pid
             if pid is not None and kernel.alive(pid.pid, pid.start_time):
                 return os.stat(f"/proc/{pid.pid}/ns/pid").st_ino
         return None
@@ -109,7 +106,7 @@ def check_pod(d: Services, spec: SandboxSpec) -> tuple[Subject, list[Decision]]:
 
 
 def check_container(d: Services, sandbox_id: str,
-                    config: pb.ContainerConfig) -> tuple[Subject | None, list[Decision]]:
+                    config: ContainerSpec) -> tuple[Subject | None, list[Decision]]:
     if d.nspolicy.cfg.mode == "off":
         return None, []
     try:
@@ -117,5 +114,6 @@ def check_container(d: Services, sandbox_id: str,
     except TetherError:
         return None, []  # CreateContainer itself says NotFound
     subject = container_subject(pod, config)
-    sharings = container_sharings(pod, config, target_inode=_target_inode(d))
+    sharings = container_sharings(d.sandboxes.status_view(pod).modes, config,
+                                  target_inode=_target_inode(d))
     return subject, d.nspolicy.check("CreateContainer", subject, sharings)

@@ -8,14 +8,12 @@ import json
 import re
 from typing import Any
 
-from google.protobuf import json_format
-
 from cni.types import Bandwidth, DNSConfig, PortMapping
 from podsandbox.types import (
     IDMapping,
     Mode,
     NamespaceModes,
-    SandboxDetails,
+    PodStatus,
     SandboxSpec,
     State,
     UserNamespace,
@@ -23,7 +21,6 @@ from podsandbox.types import (
 from podsandbox.userns import ID_LIMIT
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.nsview.model import privileged_of
 from shim.store import SandboxRecord
 
 _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
@@ -214,14 +211,14 @@ def spec_from_request(req: pb.RunPodSandboxRequest, default_handler: str) -> San
         bandwidth=bandwidth(annotations),
         labels=dict(cfg.labels),
         annotations=annotations,
-        config_json=json_format.MessageToJson(cfg, indent=None),
+        privileged=cfg.linux.security_context.privileged,
         userns=userns,
         userns_auto=userns_auto,
     )
 
 
 def _state(rec: SandboxRecord) -> pb.PodSandboxState:
-    return pb.SANDBOX_READY if rec.state == State.READY.value else pb.SANDBOX_NOTREADY
+    return pb.SANDBOX_READY if rec.state is State.READY else pb.SANDBOX_NOTREADY
 
 
 def _metadata(rec: SandboxRecord) -> pb.PodSandboxMetadata:
@@ -236,16 +233,16 @@ def to_pod_sandbox(rec: SandboxRecord) -> pb.PodSandbox:
     )
 
 
-def to_status(rec: SandboxRecord) -> pb.PodSandboxStatus:
-    d = SandboxDetails.from_dict(rec.details)
-    modes = {k: Mode(v) for k, v in d.modes.items()}
+def to_status(rec: SandboxRecord, view: PodStatus) -> pb.PodSandboxStatus:
+    """``view``: the sandbox manager's ``status_view`` of ``rec``."""
     network = pb.PodSandboxNetworkStatus()
-    if d.ips and rec.state == State.READY.value:
-        network.ip = d.ips[0]
-        network.additional_ips.extend(pb.PodIP(ip=ip) for ip in d.ips[1:])
-    options = pb.NamespaceOption(network=_MODE_PB[modes["net"]], pid=_MODE_PB[modes["pid"]],
-                                 ipc=_MODE_PB[modes["ipc"]])
-    user_ns = d.user_namespace()
+    if view.ips and rec.state is State.READY:
+        network.ip = view.ips[0]
+        network.additional_ips.extend(pb.PodIP(ip=ip) for ip in view.ips[1:])
+    m = view.modes
+    options = pb.NamespaceOption(network=_MODE_PB[m.network], pid=_MODE_PB[m.pid],
+                                 ipc=_MODE_PB[m.ipc])
+    user_ns = view.userns
     if user_ns is not None:
         options.userns_options.mode = pb.POD
         options.userns_options.uids.extend(_pb_mappings(user_ns.uids))
@@ -263,36 +260,36 @@ def _pb_mappings(maps: tuple[IDMapping, ...]) -> list[pb.IDMapping]:
             for m in maps]
 
 
-def verbose_info(rec: SandboxRecord, node_inodes: dict[str, int]) -> dict[str, str]:
-    d = SandboxDetails.from_dict(rec.details)
+def verbose_info(rec: SandboxRecord, view: PodStatus,
+                 node_inodes: dict[str, int]) -> dict[str, str]:
     ns: dict[str, Any] = {}
-    for kind, mode in d.modes.items():
-        entry: dict[str, Any] = {"mode": mode}
-        if kind in d.pins:
-            entry.update(path=d.pins[kind], inode=d.inodes.get(kind))
-        elif mode == Mode.NODE.value:
-            entry.update(path=f"/proc/self/ns/{kind}", inode=node_inodes.get(kind))
-        ns[kind] = entry
-    if d.userns:
-        ns["user"].update(uidMappings=d.userns["uids"], gidMappings=d.userns["gids"],
-                          allocated=bool(d.userns.get("auto")))
+    for n in view.namespaces:
+        entry: dict[str, Any] = {"mode": n.mode.value}
+        if n.path:
+            entry.update(path=n.path, inode=n.inode)
+        elif n.mode is Mode.NODE:
+            entry.update(path=f"/proc/self/ns/{n.kind}", inode=node_inodes.get(n.kind))
+        ns[n.kind] = entry
+    if view.userns:
+        u = view.userns.to_dict()
+        ns["user"].update(uidMappings=u["uids"], gidMappings=u["gids"], allocated=u["auto"])
     info = {
         "id": rec.id,
-        "state": rec.state,
-        "pid": d.holder.pid if d.holder else 0,
-        "launcherPid": d.launcher.pid if d.launcher else 0,
+        "state": rec.state.value,
+        "pid": view.holder.pid if view.holder else 0,
+        "launcherPid": view.launcher.pid if view.launcher else 0,
         "namespaces": ns,
-        "cgroup": d.cgroup,
-        "sandboxDir": d.sandbox_dir,
-        "shm": d.shm_path,
-        "hostname": d.hostname,
-        "ips": d.ips,
-        "cniNetwork": d.cni_network,
-        "cniResult": d.cni_result,
+        "cgroup": view.cgroup,
+        "sandboxDir": view.sandbox_dir,
+        "shm": view.shm_path,
+        "hostname": view.hostname,
+        "ips": list(view.ips),
+        "cniNetwork": view.cni_network,
+        "cniResult": view.cni_result,
         "runtimeHandler": rec.runtime_handler,
         # what `tether ns check` weighs: host ports and privilege, beside the namespaces
-        "portMappings": d.port_mappings,
-        "privileged": privileged_of(d.config_json),
+        "portMappings": [vars(p) for p in view.port_mappings],
+        "privileged": view.privileged,
     }
     return {"info": json.dumps(info, sort_keys=True)}
 

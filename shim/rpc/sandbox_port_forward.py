@@ -3,7 +3,7 @@ network namespace (shim.streaming)."""
 
 from __future__ import annotations
 
-from podsandbox.types import Mode, SandboxDetails, State
+from podsandbox.types import State
 from shim.cri import api_pb2 as pb
 from shim.errors import FailedPrecondition, InvalidArgument
 from shim.rpc.registry import rpc
@@ -20,9 +20,8 @@ async def port_forward(d: Services, req: pb.PortForwardRequest,
         if not 0 < p < 65536:
             raise InvalidArgument(f"port[{i}]: {p} out of range")
     rec = d.sandboxes.get(req.pod_sandbox_id)
-    if rec.state != State.READY.value:
+    if rec.state is not State.READY:
         raise FailedPrecondition(f"pod sandbox {rec.id} is not ready")
-    pd = SandboxDetails.from_dict(rec.details)
-    netns = pd.pins.get("net", "") if pd.modes.get("net") == Mode.POD.value else ""
+    netns = d.sandboxes.host_view(rec).netns or ""  # "" when the pod has the node's
     target = PortForwardTarget(rec.id, netns, tuple(req.port))
     return pb.PortForwardResponse(url=d.streaming.url("portforward", target))

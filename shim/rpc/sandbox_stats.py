@@ -55,7 +55,7 @@ async def select(
 ) -> list[pb.PodSandboxStats]:
     f = req.filter if req.HasField("filter") else None
     want = d.store.sandboxes.scan(
-        lambda r: r if r.state == State.READY.value and matches(r, f) else None)
+        lambda r: r if r.state is State.READY and matches(r, f) else None)
     return await _collect(d, want)
 
 

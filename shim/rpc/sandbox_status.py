@@ -20,8 +20,9 @@ async def pod_sandbox_status(
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")
     rec = d.sandboxes.get(req.pod_sandbox_id)
-    resp = pb.PodSandboxStatusResponse(status=to_status(rec), timestamp=time.time_ns())
+    view = d.sandboxes.status_view(rec)
+    resp = pb.PodSandboxStatusResponse(status=to_status(rec, view), timestamp=time.time_ns())
     if req.verbose:
         node = {k: namespaces.node_inode(k) for k in PIN_KINDS}
-        resp.info.update(verbose_info(rec, node))
+        resp.info.update(verbose_info(rec, view, node))
     return resp

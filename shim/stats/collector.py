@@ -32,6 +32,7 @@ from shim.stats.samples import (
     Processes,
     Swap,
 )
+from shim.store import ContainerRecord
 
 
 def cgroup_relpath(path: str) -> str:
@@ -44,14 +45,14 @@ def cgroup_relpath(path: str) -> str:
     return path.strip("/")
 
 
-def container_target(rec: Any) -> ContainerTarget:
+def container_target(rec: ContainerRecord) -> ContainerTarget:
     d = rec.details
-    upper = f"{d['container_dir']}/upper" if d.get("container_dir") else ""
+    upper = f"{d.container_dir}/upper" if d.container_dir else ""
     return ContainerTarget(
         id=rec.id, sandbox_id=rec.sandbox_id, name=rec.name, attempt=rec.attempt,
         labels=dict(rec.labels), annotations=dict(rec.annotations),
-        running=rec.state == CState.RUNNING.value,
-        cgroup=cgroup_relpath(d.get("cgroup_path", "")), upper=upper,
+        running=rec.state is CState.RUNNING,
+        cgroup=cgroup_relpath(d.cgroup_path), upper=upper,
     )
 
 

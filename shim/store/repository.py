@@ -97,7 +97,7 @@ class Repository(Generic[R]):
         if delete:
             conn.execute(f"DELETE FROM {self._cls.TABLE} WHERE id = ?", (rec.id,))
         else:
-            state = getattr(rec, "state", "")
+            state = str(getattr(rec, "state", ""))  # an enum's value
             conn.execute(
                 f"INSERT OR REPLACE INTO {self._cls.TABLE} (id, state, doc) VALUES (?, ?, ?)",
                 (rec.id, state, rec.to_json()),

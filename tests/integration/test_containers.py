@@ -332,6 +332,29 @@ def test_create_in_a_stopped_pod_is_refused(ctr: Ctr) -> None:
     assert e.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
 
 
+def test_a_name_is_taken_once_and_a_refused_create_leaves_it_free(ctr: Ctr) -> None:
+    sid, pcfg = ctr.pod()
+
+    def create(log_path: str) -> str:
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c", attempt=1),
+                                 image=pb.ImageSpec(image=ctr.busybox), command=["true"],
+                                 log_path=log_path)
+        return ctr.rt.CreateContainer(pb.CreateContainerRequest(
+            pod_sandbox_id=sid, config=cfg, sandbox_config=pcfg), timeout=60).container_id
+
+    with pytest.raises(grpc.RpcError) as e:
+        create(".")  # the pod's log directory itself
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "config.log_path" in (e.value.details() or "")
+    cid = create("c/1.log")
+    with pytest.raises(grpc.RpcError) as e:
+        create("c/1b.log")
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert cid in (e.value.details() or "")
+    ctr.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    assert create("c/1.log") != cid  # removed: the name is free again
+
+
 def test_termination_message_is_the_kubelets_to_read(ctr: Ctr, tmp_path: Path) -> None:
     """The kubelet reads the file it mounted at terminationMessagePath and appends it to
     ContainerStatus.message: Tether must leave that empty (else "done: done"), and it never

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.store import ContainerRecord, ImageRecord, Store
 from tests.integration.images_fixtures import *  # noqa: F403  (fixtures)
@@ -65,7 +66,7 @@ def test_remove_by_digest_and_in_use(
     store = Store(str(d.daemon.root / "tether.db"))
     store.write_sync([(store.containers, ContainerRecord(
         id="c0ffee", name="app", image=registry.ref("busybox"), image_ref=image_id,
-        state="created"), False)])
+        state=CState.CREATED), False)])
     store.close()
     d = start_image_daemon(daemon_config(insecure=[registry.host]), base=d.daemon.base)
     err = None

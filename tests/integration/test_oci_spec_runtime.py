@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 
 from podsandbox import cgroups
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.images.manifest import ImageConfig
 from shim.oci import spec as oci
 from shim.oci.caps import ALL_CAPS
 from shim.oci.host import bounding_capabilities
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.types import ImageFiles, RuntimeOptions
+from shim.rpc.container_convert import container_spec
 from tests.rig.images import layout_path
 
 RUNTIMES = [r for r in ("runc", "crun") if shutil.which(r)]
@@ -97,7 +98,7 @@ def run(runtime: str, rootfs: Path, tmp: Path, c: pb.ContainerConfig, *,
     cid = f"tether-spec-{runtime}-{os.getpid()}-{tmp.name[-12:]}"
     sandbox = pb.PodSandboxConfig()
     sandbox.linux.security_context.privileged = privileged_pod
-    spec = oci.generate(cid, c, sandbox, PodContext(**kw),
+    spec = oci.generate(cid, container_spec(c, sandbox), PodContext(**kw),
                         ImageConfig(cmd=("sh",), user="1000:1000"), files, str(rootfs), rt,
                         device_info=device_info)
     bundle = tmp / f"bundle-{runtime}"
@@ -119,7 +120,8 @@ SCRIPT = ("id; grep -E '^Cap(Eff|Bnd|Prm)' /proc/self/status;"
 
 
 def container(**sc: Any) -> pb.ContainerConfig:
-    c = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="t"), command=["sh", "-c", SCRIPT])
+    c = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="t"),
+                           image=pb.ImageSpec(image="user"), command=["sh", "-c", SCRIPT])
     c.linux.security_context.CopyFrom(pb.LinuxContainerSecurityContext(**sc))
     c.linux.security_context.namespace_options.pid = pb.CONTAINER
     return c
@@ -187,7 +189,7 @@ def test_mounts_devices_readonly_rootfs(runtime: str, rootfs: Path, tmp_path: Pa
     (data / "f").write_text("hello\n")
     st = os.stat("/dev/null")
     c = pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name="t"),
+        metadata=pb.ContainerMetadata(name="t"), image=pb.ImageSpec(image="user"),
         command=["sh", "-c", "cat /data/f; echo x > /data/g || echo data-ro;"
                  " echo x > /etc/passwd || echo rootfs-ro; echo z > /mynull && echo dev-ok;"
                  " echo s > /dev/shm/s && echo shm-ok; cat /etc/resolv.conf"],

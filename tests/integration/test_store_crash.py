@@ -21,6 +21,8 @@ from shim.store import Store
 
 WRITER = r"""
 import asyncio, hashlib, os, sys
+from podsandbox.types import SandboxDetails, State
+from shim.containers.types import ContainerDetails
 from shim.store import Store, SandboxRecord, ContainerRecord
 
 async def main(path):
@@ -29,13 +31,13 @@ async def main(path):
     while True:
         payload = os.urandom(2048).hex()
         digest = hashlib.sha256(payload.encode()).hexdigest()
-        sb = SandboxRecord(id=f"sb{n}", state="ready", labels={"sha": digest},
-                           details={"payload": payload})
+        sb = SandboxRecord(id=f"sb{n}", state=State.READY, labels={"sha": digest},
+                           details=SandboxDetails(hostname=payload))
         writes = [(store.sandboxes, sb, False)]
         for k in range(3):
             writes.append((store.containers, ContainerRecord(
                 id=f"c{n}-{k}", sandbox_id=sb.id, labels={"sha": digest},
-                details={"payload": payload}), False))
+                details=ContainerDetails(message=payload)), False))
         if n >= 3:  # churn: delete an older generation in the same transaction
             writes.append((store.sandboxes, SandboxRecord(id=f"sb{n-3}"), True))
             writes += [(store.containers, ContainerRecord(id=f"c{n-3}-{k}"), True)
@@ -55,8 +57,10 @@ def _check(path: Path) -> int:
         assert store.integrity_check() == "ok"
         sandboxes = store.sandboxes.list()
         containers = store.containers.list()
-        for rec in sandboxes + containers:
-            digest = hashlib.sha256(rec.details["payload"].encode()).hexdigest()
+        payloads = [(s, s.details.hostname) for s in sandboxes] + \
+            [(c, c.details.message) for c in containers]
+        for rec, payload in payloads:
+            digest = hashlib.sha256(payload.encode()).hexdigest()
             assert rec.labels["sha"] == digest, f"torn record {rec.id}"
         by_sandbox: dict[str, int] = {}
         for c in containers:

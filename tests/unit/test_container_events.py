@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from shim.containers.events import EventBus, Kind, snapshot
+from shim.containers.types import CState
 from shim.errors import ResourceExhausted
 from shim.store import ContainerRecord, SandboxRecord
 
@@ -22,16 +23,16 @@ def test_events_in_order_with_snapshots_and_nothing_built_without_listeners() ->
                 return snapshot(kind, rec.id, 1, SandboxRecord(id="p"), [rec])
             return build
 
-        rec = ContainerRecord(id="c", sandbox_id="p", state="created")
+        rec = ContainerRecord(id="c", sandbox_id="p", state=CState.CREATED)
         bus.publish(make(Kind.CREATED, rec))  # type: ignore[arg-type]
         assert built == []  # nobody listens: no snapshot taken
         with bus.subscribe() as sub:
             for kind in (Kind.CREATED, Kind.STARTED, Kind.STOPPED):
                 bus.publish(make(kind, rec))  # type: ignore[arg-type]
-                rec.state = "changed later"
+                rec.state = CState.EXITED  # changed later
             got = [await sub.get() for _ in range(3)]
         assert [e.kind for e in got] == [Kind.CREATED, Kind.STARTED, Kind.STOPPED]
-        assert got[0].containers[0].state == "created"  # the state at that moment
+        assert got[0].containers[0].state is CState.CREATED  # the state at that moment
         assert not bus.active
 
     asyncio.run(go())

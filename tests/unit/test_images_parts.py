@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+from shim.containers.types import ContainerDetails
 from shim.containers.usage import image_user
 from shim.images.blobs import BlobStore
 from shim.images.catalog import Catalog
@@ -63,7 +64,7 @@ def test_image_user(tmp_path: Path) -> None:
         other = Image(id="sha256:" + "b" * 64)
         assert image_user(store, other) is None
         asyncio.run(store.containers.put(ContainerRecord(
-            id="c2", details={"image_volume_ids": [other.id]})))
+            id="c2", details=ContainerDetails(image_volume_ids=[other.id]))))
         assert image_user(store, other) == "container c2"
     finally:
         store.close()

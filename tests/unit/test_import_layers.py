@@ -74,3 +74,23 @@ def test_no_new_import_breaks_the_layers() -> None:
     gone = sorted(f"{a} -> {b}" for a, b in listed - set(found))
     assert not new, "imports that break the layer table:\n" + "\n".join(new)
     assert not gone, ("fixed, remove from import_exceptions.txt:\n" + "\n".join(gone))
+
+
+# A pod's details are the sandbox manager's: outside podsandbox/ a pod is read through its
+# views (podsandbox.views); only the store, which decodes records, names the class.
+DETAILS_READERS = ("podsandbox", "shim.store.records")
+
+
+def test_sandbox_details_stay_in_podsandbox() -> None:
+    found = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            if mod.startswith(DETAILS_READERS):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module == "podsandbox.types" and \
+                        any(a.name == "SandboxDetails" for a in node.names):
+                    found.append(mod)
+    assert not found, "modules that read a pod's details (use podsandbox.views): " + \
+        ", ".join(found)

@@ -12,11 +12,11 @@ import pytest
 from podsandbox.types import Mode, NamespaceModes
 from shim import cli
 from shim import config as c
-from shim.cri import api_pb2 as pb
 from shim.nspolicy import rules
 from shim.nspolicy.audit import AuditLog, rotate
 from shim.nspolicy.policy import NamespacePolicy
 from shim.nspolicy.rules import NamespaceRef, Sharing, Subject
+from shim.oci.types import ContainerSpec, PidMode, SecurityContext
 from shim.rpc import namespace_policy as conv
 from shim.store import SandboxRecord
 
@@ -189,32 +189,34 @@ def test_pod_sharings() -> None:
     assert [s.kind for s in conv.pod_sharings(own_user, _inode)] == []
 
 
-def _pod(net: str = "POD", pid: str = "CONTAINER", ipc: str = "POD") -> SandboxRecord:
+def _pod() -> SandboxRecord:
     return SandboxRecord(id="p1", name="web", namespace="prod", uid="u1", runtime_handler="crun",
-                         labels={"app": "web"},
-                         details={"modes": {"net": net, "ipc": ipc, "uts": net, "pid": pid}})
+                         labels={"app": "web"})
 
 
-def _ctr(pid: int = pb.CONTAINER, target: str = "", privileged: bool = False
-         ) -> pb.ContainerConfig:
-    return pb.ContainerConfig(
-        metadata=pb.ContainerMetadata(name="dbg"),
-        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
-            privileged=privileged,
-            namespace_options=pb.NamespaceOption(pid=pid, target_id=target))))
+def _modes(net: Mode = Mode.POD, pid: Mode = Mode.CONTAINER, ipc: Mode = Mode.POD
+           ) -> NamespaceModes:
+    return NamespaceModes(network=net, pid=pid, ipc=ipc)
+
+
+def _ctr(pid: PidMode = PidMode.CONTAINER, target: str = "", privileged: bool = False
+         ) -> ContainerSpec:
+    return ContainerSpec(name="dbg", attempt=0, image="busybox", security=SecurityContext(
+        privileged=privileged, pid=pid, target_id=target))
 
 
 def test_container_sharings() -> None:
-    assert conv.container_sharings(_pod(), _ctr(), _inode) == []
-    (t,) = conv.container_sharings(_pod(), _ctr(pb.TARGET, "c1"), _inode, lambda _: 99)
+    assert conv.container_sharings(_modes(), _ctr(), _inode) == []
+    (t,) = conv.container_sharings(_modes(), _ctr(PidMode.TARGET, "c1"), _inode, lambda _: 99)
     assert t == Sharing("target_pid", {"pid": NamespaceRef("container", 99, "c1")})
-    kinds = [s.kind for s in conv.container_sharings(_pod(net="NODE"), _ctr(pb.NODE), _inode)]
+    kinds = [s.kind for s in conv.container_sharings(_modes(net=Mode.NODE), _ctr(PidMode.NODE),
+                                                     _inode)]
     assert kinds == ["host_network", "host_pid"]
-    got = conv.container_sharings(_pod(ipc="NODE"), _ctr(privileged=True), _inode)
+    got = conv.container_sharings(_modes(ipc=Mode.NODE), _ctr(privileged=True), _inode)
     assert [s.kind for s in got] == ["host_ipc", "privileged_host"]
     assert got[1].namespaces == {"ipc": NamespaceRef("node", 4)}
     # privileged in the pod's own namespaces: no host sharing at all
-    assert conv.container_sharings(_pod(), _ctr(privileged=True), _inode) == []
+    assert conv.container_sharings(_modes(), _ctr(privileged=True), _inode) == []
     s = conv.container_subject(_pod(), _ctr())
     assert (s.pod_id, s.container_name, s.runtime_handler, s.labels) == \
         ("p1", "dbg", "crun", {"app": "web"})

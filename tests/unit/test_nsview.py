@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from podsandbox.cgroups import Layout
+from podsandbox.types import State
 from shim.nsview import model
 from shim.nsview.model import ContainerFacts, PodFacts
 from shim.rpc.container_convert import cgroup_namespace
@@ -140,11 +141,7 @@ def test_json_and_table() -> None:
     assert model.render_findings([]) == "no risky namespace sharing found\n"
 
 
-def test_privileged_and_spec_namespaces_parsing() -> None:
-    assert model.privileged_of('{"linux": {"securityContext": {"privileged": true}}}')
-    assert not model.privileged_of('{"linux": {}}')
-    assert not model.privileged_of("")
-    assert not model.privileged_of("not json")
+def test_spec_namespaces_parsing() -> None:
     assert model.spec_namespaces(None) is None
     spec = {"linux": {"namespaces": [{"type": "network", "path": "/p"}, {"type": "mount"}]}}
     assert model.spec_namespaces(spec) == {"net": "/p", "mnt": ""}
@@ -168,7 +165,7 @@ def test_store_read_only_sees_committed_records_and_writes_nothing(tmp_path: Pat
     with pytest.raises(FileNotFoundError):
         readonly.read(db_path)
     s = Store(db_path)
-    s.write_sync([(s.sandboxes, SandboxRecord(id="p1", name="web", state="ready"), False),
+    s.write_sync([(s.sandboxes, SandboxRecord(id="p1", name="web", state=State.READY), False),
                   (s.containers, ContainerRecord(id="c1", sandbox_id="p1", name="app"), False)])
     # the daemon still up (its WAL not checkpointed): committed records are seen
     pods, ctrs = readonly.read(db_path)

@@ -1,10 +1,13 @@
-"""shim.oci.resources: CRI resources <-> OCI, devices, cgroups paths."""
+"""shim.oci.resources: CRI resources -> OCI (and back, at the edge), devices, cgroups paths.
+The resources are written as the CRI messages a client sends, typed by container_convert."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.oci.resources import (
@@ -12,12 +15,17 @@ from shim.oci.resources import (
     cgroups_path,
     default_device_rules,
     devices,
-    resources_from_oci,
-    resources_to_oci,
 )
-from shim.oci.types import PodContext, RuntimeOptions
+from shim.oci.resources import resources_to_oci as _to_oci
+from shim.oci.types import Device, RuntimeOptions
+from shim.rpc.container_convert import resources, resources_from_oci
 
 pytestmark = pytest.mark.unit
+
+
+def resources_to_oci(res: pb.LinuxContainerResources, runtime: RuntimeOptions
+                     ) -> dict[str, Any]:
+    return _to_oci(resources(res), runtime)
 
 V1 = RuntimeOptions()
 V2 = RuntimeOptions(cgroup_v2=True)
@@ -140,8 +148,8 @@ INFO = {"/dev/fuse": ("c", 10, 229, 0o20666), "/dev/loop0": ("b", 7, 0, 0o60660)
 
 
 def test_devices_requested() -> None:
-    req = [pb.Device(host_path="/dev/fuse", container_path="/dev/fuse", permissions="rw"),
-           pb.Device(host_path="/dev/loop0", container_path="/dev/xvda", permissions="")]
+    req = [Device(host_path="/dev/fuse", container_path="/dev/fuse", permissions="rw"),
+           Device(host_path="/dev/loop0", container_path="/dev/xvda", permissions="")]
     nodes, rules = devices(req, INFO, privileged=False)
     assert nodes == [
         {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666,
@@ -157,12 +165,12 @@ def test_devices_requested() -> None:
 
 def test_devices_errors() -> None:
     with pytest.raises(InvalidArgument, match=r"devices\[0\].host_path '/dev/nope'"):
-        devices([pb.Device(host_path="/dev/nope", container_path="/dev/nope")], INFO, False)
+        devices([Device(host_path="/dev/nope", container_path="/dev/nope")], INFO, False)
     with pytest.raises(InvalidArgument, match="permissions"):
-        devices([pb.Device(host_path="/dev/fuse", container_path="/dev/fuse",
+        devices([Device(host_path="/dev/fuse", container_path="/dev/fuse",
                            permissions="rwx")], INFO, False)
     with pytest.raises(InvalidArgument, match="absolute"):
-        devices([pb.Device(host_path="/dev/fuse", container_path="fuse")], INFO, False)
+        devices([Device(host_path="/dev/fuse", container_path="fuse")], INFO, False)
 
 
 def test_devices_privileged_gets_every_host_device() -> None:

@@ -1,4 +1,7 @@
-"""shim.oci.spec.generate / exec_process: the whole config.json from CRI messages."""
+"""shim.oci.spec.generate / exec_process: the whole config.json from a ContainerSpec. Most
+cases are written as the CRI messages a client sends, made a ContainerSpec by
+container_convert as CreateContainer does (so the refusals are the client's); the generator
+itself takes typed input only (test_spec_without_protobuf)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,25 @@ from typing import Any
 
 import pytest
 
-from podsandbox.types import Mode
+from podsandbox.types import Mode, PodContext
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.images.manifest import ImageConfig
 from shim.oci import spec as oci
 from shim.oci.caps import ALL_CAPS
-from shim.oci.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS
-from shim.oci.types import ImageFiles, PodContext, RuntimeOptions
+from shim.oci.mounts import DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, cri_mounts
+from shim.oci.types import (
+    ContainerSpec,
+    ImageFiles,
+    Mount,
+    PidMode,
+    PodConfig,
+    Propagation,
+    RuntimeOptions,
+    SecurityContext,
+    SecurityProfile,
+)
+from shim.rpc.container_convert import container_spec
 
 pytestmark = pytest.mark.unit
 
@@ -75,8 +89,8 @@ def sandbox(privileged: bool = False) -> pb.PodSandboxConfig:
 def gen(c: pb.ContainerConfig | None = None, *, pod: PodContext = POD,
         image: ImageConfig = IMAGE, rt: RuntimeOptions = RT, sb: pb.PodSandboxConfig | None = None,
         **kw: Any) -> dict[str, Any]:
-    return oci.generate("ctr1", c if c is not None else cfg(), sb or sandbox(), pod, image,
-                        FILES, "/var/lib/tether/ctr1/rootfs", rt, **kw)
+    spec = container_spec(c if c is not None else cfg(), sb or sandbox())
+    return oci.generate("ctr1", spec, pod, image, FILES, "/var/lib/tether/ctr1/rootfs", rt, **kw)
 
 
 def privileged_cfg() -> pb.ContainerConfig:
@@ -375,22 +389,21 @@ def test_bad_cri_mounts() -> None:
 
 
 def test_recursive_read_only_mounts() -> None:
-    from shim.oci.mounts import cri_mounts
-    rro = pb.Mount(container_path="/r", host_path="/h", readonly=True, recursive_read_only=True)
+    rro = Mount(container_path="/r", host_path="/h", readonly=True, recursive_read_only=True)
     (m,), _ = cri_mounts([rro], rro_supported=True)
     assert m["options"] == ["rbind", "rprivate", "ro", "rro"]
     with pytest.raises(InvalidArgument, match="cannot make recursive read-only"):
         cri_mounts([rro])
-    for bad, why in ((pb.Mount(container_path="/r", host_path="/h", recursive_read_only=True),
+    for bad, why in ((Mount(container_path="/r", host_path="/h", recursive_read_only=True),
                       "needs readonly"),
-                     (pb.Mount(container_path="/r", host_path="/h", readonly=True,
-                               recursive_read_only=True,
-                               propagation=pb.PROPAGATION_BIDIRECTIONAL), "PROPAGATION_PRIVATE")):
+                     (Mount(container_path="/r", host_path="/h", readonly=True,
+                            recursive_read_only=True, propagation=Propagation.BIDIRECTIONAL),
+                      "PROPAGATION_PRIVATE")):
         with pytest.raises(InvalidArgument, match=why):
             cri_mounts([bad], rro_supported=True)
     # image volumes are resolved to host paths by the container manager first
     with pytest.raises(InvalidArgument, match=r"mounts\[0\].image.image: required"):
-        cri_mounts([pb.Mount(container_path="/v", image=pb.ImageSpec())])
+        gen(cfg(mounts=[pb.Mount(container_path="/v", image=pb.ImageSpec())]))
 
 
 def test_no_shm_path_gives_a_tmpfs() -> None:
@@ -582,3 +595,29 @@ def test_exec_process_inherits_the_container_identity() -> None:
     assert s["process"]["args"] != p["args"]  # the spec itself is untouched
     with pytest.raises(InvalidArgument, match="cmd"):
         oci.exec_process(s, [])
+
+
+# --- typed input, no protobuf ------------------------------------------------------------------
+
+def test_spec_without_protobuf() -> None:
+    spec = ContainerSpec(
+        name="app", attempt=0, image="busybox", command=("/bin/sh",), envs=(("A", "1"),),
+        mounts=(Mount(container_path="/data", host_path="/h/data", readonly=True),),
+        security=SecurityContext(pid=PidMode.CONTAINER, run_as_user=1000,
+                                 seccomp=SecurityProfile("runtime", "", "x")),
+        pod=PodConfig(name="web-0", namespace="default", uid="u1"))
+    s = oci.generate("ctr1", spec, POD, IMAGE, FILES, "/rootfs", RT)
+    assert s["process"]["args"] == ["/bin/sh"] and "A=1" in s["process"]["env"]
+    assert s["process"]["user"]["uid"] == 1000
+    assert {"destination": "/data", "type": "bind", "source": "/h/data",
+            "options": ["rbind", "rprivate", "ro"]} in s["mounts"]
+    assert s["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert s["annotations"]["io.kubernetes.cri.sandbox-name"] == "web-0"
+    # what CreateContainer makes of the same request
+    c = cfg(command=["/bin/sh"], envs=[pb.KeyValue(key="A", value=b"1")],
+            mounts=[pb.Mount(container_path="/data", host_path="/h/data", readonly=True)])
+    sc = c.linux.security_context
+    sc.run_as_user.value = 1000
+    sc.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
+    assert oci.generate("ctr1", container_spec(c, sandbox()), POD, IMAGE, FILES, "/rootfs",
+                        RT) == s

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
-from shim.oci.types import ImageFiles
+from shim.oci.types import ImageFiles, SecurityContext
 from shim.oci.users import parse_group, parse_passwd, resolve
 
 pytestmark = pytest.mark.unit
@@ -30,8 +31,10 @@ bob:x:1001:
 FILES = ImageFiles(PASSWD, GROUP)
 
 
-def sc(**kw: object) -> pb.LinuxContainerSecurityContext:
-    return pb.LinuxContainerSecurityContext(**kw)  # type: ignore[arg-type]
+def sc(**kw: Any) -> SecurityContext:
+    if "supplemental_groups" in kw:
+        kw["supplemental_groups"] = tuple(kw["supplemental_groups"])
+    return SecurityContext(**kw)
 
 
 def test_parsers_skip_malformed_lines() -> None:
@@ -81,12 +84,12 @@ def test_image_user_unknown_name_or_group() -> None:
 
 
 def test_run_as_user_overrides_image_user_and_its_group() -> None:
-    u = resolve(sc(run_as_user=pb.Int64Value(value=1001)), "alice:staff", FILES)
+    u = resolve(sc(run_as_user=1001), "alice:staff", FILES)
     assert (u.uid, u.gid, u.home) == (1001, 1001, "/home/bob")
 
 
 def test_run_as_user_zero_is_set() -> None:
-    u = resolve(sc(run_as_user=pb.Int64Value(value=0)), "alice", FILES)
+    u = resolve(sc(run_as_user=0), "alice", FILES)
     assert u.uid == 0
 
 
@@ -105,18 +108,18 @@ def test_run_as_username_missing_names_the_field() -> None:
 
 
 def test_run_as_group() -> None:
-    u = resolve(sc(run_as_user=pb.Int64Value(value=1000), run_as_group=pb.Int64Value(value=7)),
+    u = resolve(sc(run_as_user=1000, run_as_group=7),
                 "", FILES)
     assert (u.uid, u.gid) == (1000, 7)
-    u = resolve(sc(run_as_group=pb.Int64Value(value=7)), "alice:staff", FILES)
+    u = resolve(sc(run_as_group=7), "alice:staff", FILES)
     assert (u.uid, u.gid) == (1000, 7)
 
 
 def test_negative_ids_rejected() -> None:
     with pytest.raises(InvalidArgument, match="run_as_user"):
-        resolve(sc(run_as_user=pb.Int64Value(value=-1)), "", FILES)
+        resolve(sc(run_as_user=-1), "", FILES)
     with pytest.raises(InvalidArgument, match="run_as_group"):
-        resolve(sc(run_as_group=pb.Int64Value(value=-5)), "", FILES)
+        resolve(sc(run_as_group=-5), "", FILES)
     with pytest.raises(InvalidArgument, match=r"supplemental_groups\[1\]"):
         resolve(sc(supplemental_groups=[3, -3]), "", FILES)
 
@@ -127,11 +130,11 @@ def test_merge_adds_group_memberships() -> None:
 
 
 def test_merge_by_uid_uses_passwd_name() -> None:
-    u = resolve(sc(run_as_user=pb.Int64Value(value=1000)), "", FILES)
+    u = resolve(sc(run_as_user=1000), "", FILES)
     assert u.additional_gids == (1000, 50, 10)
 
 
 def test_strict_keeps_only_requested() -> None:
     u = resolve(sc(run_as_username="alice", supplemental_groups=[3000],
-                   supplemental_groups_policy=pb.Strict), "", FILES)
+                   supplemental_groups_strict=True), "", FILES)
     assert u.additional_gids == (1000, 3000)

@@ -1,20 +1,29 @@
 """Pure parts of the sandbox layer: cgroup paths, sysctl rules, resolv.conf, the pause-holder
-command line, and the CRI request conversion."""
+command line, the CRI request conversion, a pod's stored details and its views."""
 
 from __future__ import annotations
 
+import json
 import posixpath
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cni.types import DNSConfig
-from podsandbox import cgroups, files, pauseholder, sysctls
-from podsandbox.types import Mode, NamespaceModes
+from cni.types import Bandwidth, DNSConfig, PortMapping
+from podsandbox import cgroups, files, pauseholder, sysctls, views
+from podsandbox.types import (
+    IDMapping,
+    Mode,
+    NamespaceModes,
+    Process,
+    SandboxDetails,
+    UserNamespace,
+)
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc import sandbox_convert as conv
+from shim.store import SandboxRecord
 
 
 def test_expand_slice() -> None:
@@ -185,3 +194,57 @@ def test_same_host_port_on_other_protocols_or_ips_is_fine() -> None:
     req.config.dns_config.searches.extend(["default.svc.cluster.local", "cluster.local."])
     req.config.dns_config.options.extend(["ndots:5", "edns0", "timeout:2"])
     assert len(conv.spec_from_request(req, "runc").port_mappings) == 3
+
+
+def test_details_round_trip_and_records_of_older_versions() -> None:
+    ids = (IDMapping(0, 100000, 65536),)
+    d = SandboxDetails(
+        modes=NamespaceModes(network=Mode.NODE, pid=Mode.POD), pins={"pid": "/run/p"},
+        holder=Process(10, 20), port_mappings=(PortMapping(80, 8080, "udp", "10.0.0.1"),),
+        bandwidth=Bandwidth(ingress_rate=1000), dns=DNSConfig(("1.1.1.1",), ("svc",), ()),
+        userns=UserNamespace(ids, ids), privileged=True, sysctls={"kernel.msgmax": "9000"})
+    rec = SandboxRecord(id="p1", details=d)
+    stored = json.loads(rec.to_json())["details"]  # as the store writes it
+    # a pod's modes by kind, as the CRI names them; the rest by the fields' names
+    assert stored["modes"] == {"user": "NODE", "net": "NODE", "ipc": "POD", "uts": "NODE",
+                               "pid": "POD"}
+    assert stored["holder"] == {"pid": 10, "start_time": 20}
+    assert stored["port_mappings"] == [{"container_port": 80, "host_port": 8080,
+                                        "protocol": "udp", "host_ip": "10.0.0.1"}]
+    assert stored["dns"] == {"servers": ["1.1.1.1"], "searches": ["svc"], "options": []}
+    assert stored["userns"]["uids"] == [{"container_id": 0, "host_id": 100000,
+                                         "length": 65536}]
+    assert SandboxDetails.from_dict(stored) == d and rec.copy() == rec
+    # before the pod's privilege and sysctls were kept, its whole CRI config was
+    old = SandboxDetails.from_dict({
+        "modes": {"net": "POD", "ipc": "POD", "uts": "POD", "pid": "CONTAINER"},
+        "port_mappings": [{"container_port": 80, "host_port": 0, "protocol": "tcp",
+                           "host_ip": ""}],
+        "config_json": json.dumps({"linux": {"securityContext": {"privileged": True},
+                                             "sysctls": {"net.core.somaxconn": "1024"}}})})
+    assert old.modes == NamespaceModes() and old.port_mappings == (PortMapping(80, 0),)
+    assert old.privileged and old.sysctls == {"net.core.somaxconn": "1024"}
+
+
+def test_views_of_a_pod() -> None:
+    ids = (IDMapping(0, 100000, 65536),)
+    rec = SandboxRecord(id="p1", runtime_handler="crun", details=SandboxDetails(
+        modes=NamespaceModes(pid=Mode.POD, user=Mode.POD),
+        pins={"user": "/ns/user-p1", "net": "/ns/net-p1", "ipc": "/ns/ipc-p1",
+              "uts": "/ns/uts-p1", "pid": "/ns/pid-p1"},
+        inodes={"net": 7}, cgroup="kubepods/pod1/tether-p1", sandbox_dir="/run/sb/p1",
+        shm_path="/run/sb/p1/shm", hostname="web", log_directory="/var/log/pods/p1",
+        userns=UserNamespace(ids, ids), sysctls={"net.core.somaxconn": "1024"}))
+    pc = views.pod_context(rec, "cgroupfs")
+    assert (pc.network, pc.ipc, pc.uts, pc.pid) == (Mode.POD,) * 4
+    assert pc.ns_paths == {"net": "/ns/net-p1", "ipc": "/ns/ipc-p1", "uts": "/ns/uts-p1",
+                           "pid": "/ns/pid-p1"}
+    assert (pc.userns_path, pc.uid_mappings) == ("/ns/user-p1", ids)
+    assert pc.hostname_path == "/run/sb/p1/hostname" and pc.cgroup_parent == "/kubepods/pod1"
+    assert (pc.runtime_handler, pc.log_directory) == ("crun", "/var/log/pods/p1")
+    assert views.pod_context(rec, "systemd").cgroup_parent == "pod1"
+    st = views.status_view(rec)
+    assert [(n.kind, n.mode, n.path != "", n.inode) for n in st.namespaces] == [
+        ("user", Mode.POD, True, None), ("net", Mode.POD, True, 7), ("ipc", Mode.POD, True, None),
+        ("uts", Mode.POD, True, None), ("pid", Mode.POD, True, None)]
+    assert views.host_view(rec).netns == "/ns/net-p1"

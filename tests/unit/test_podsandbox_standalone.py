@@ -16,7 +16,7 @@ import pytest
 from cni.errdefs import NotFound
 from cni.manager import CNIManager
 from podsandbox.manager import SandboxManager
-from podsandbox.types import SandboxConfig, State
+from podsandbox.types import SandboxConfig, SandboxDetails, State
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +36,12 @@ class Rec:
     namespace: str = ""
     uid: str = ""
     attempt: int = 0
-    state: str = "creating"
+    state: State = State.CREATING
     created_at: int = 0
     runtime_handler: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: SandboxDetails = field(default_factory=SandboxDetails)
 
 
 class DictRepository:
@@ -66,7 +66,7 @@ class DictRepository:
         return len(self.data)
 
     async def put(self, rec: Rec) -> None:
-        self.puts.append((rec.id, rec.state))
+        self.puts.append((rec.id, rec.state.value))
         self.data[rec.id] = rec
 
     async def delete(self, rec: Rec) -> None:
@@ -110,7 +110,7 @@ def _manager(tmp_path: Path, repo: DictRepository, logger: Recorder) -> SandboxM
 
 
 def test_lookups_over_a_repository_of_its_own(tmp_path: Path) -> None:
-    repo = DictRepository(Rec(id="abc123", state=State.READY.value))
+    repo = DictRepository(Rec(id="abc123", state=State.READY))
     m = _manager(tmp_path, repo, Recorder())
     assert m.get("abc").id == "abc123"
     with pytest.raises(NotFound, match="'zzz'"):
@@ -122,7 +122,7 @@ def test_lookups_over_a_repository_of_its_own(tmp_path: Path) -> None:
 
 def test_stop_writes_the_intent_then_stops_the_containers(tmp_path: Path) -> None:
     # no pause-holder, no cgroup, no network of its own: nothing on the host to undo
-    repo = DictRepository(Rec(id="p1", state=State.READY.value))
+    repo = DictRepository(Rec(id="p1", state=State.READY))
     m = _manager(tmp_path, repo, Recorder())
     asyncio.run(m.stop("p1", Containers(repo)))
     assert repo.puts == [("p1", State.STOPPING.value), ("p1", "containers stopped"),
@@ -132,14 +132,14 @@ def test_stop_writes_the_intent_then_stops_the_containers(tmp_path: Path) -> Non
 
 
 def test_reconcile_finishes_a_stop_the_daemon_died_in(tmp_path: Path) -> None:
-    repo = DictRepository(Rec(id="p1", state=State.STOPPING.value))
+    repo = DictRepository(Rec(id="p1", state=State.STOPPING))
     asyncio.run(_manager(tmp_path, repo, Recorder()).reconcile(Containers(repo)))
     assert repo.puts == [("p1", State.STOPPING.value), ("p1", "containers stopped"),
                          ("p1", State.NOTREADY.value)]
 
 
 def test_reconcile_marks_a_pod_without_its_holder_notready_and_logs(tmp_path: Path) -> None:
-    repo = DictRepository(Rec(id="p1", state=State.READY.value, details={"cgroup": "x"}))
+    repo = DictRepository(Rec(id="p1", state=State.READY, details=SandboxDetails(cgroup="x")))
     logger = Recorder()
     asyncio.run(_manager(tmp_path, repo, logger).reconcile(Containers(repo)))
     assert repo.puts == [("p1", State.NOTREADY.value)]

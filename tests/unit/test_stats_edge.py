@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from podsandbox.manager import SandboxManager
-from podsandbox.types import Mode
+from podsandbox.types import Mode, NamespaceModes, SandboxDetails
 from shim.cri import api_pb2 as pb
 from shim.rpc import registry, stats_convert
 from shim.rpc.streaming import CHUNK
@@ -108,12 +108,13 @@ def test_list_and_stream_answer_the_same_items(monkeypatch: Any) -> None:
 
 
 def test_host_view() -> None:
-    details = {"cgroup": "kubepods/pod1/tether-abc", "pins": {"net": "/run/netns/x"},
-               "modes": {"net": Mode.POD.value}}
+    details = SandboxDetails(cgroup="kubepods/pod1/tether-abc", pins={"net": "/run/netns/x"},
+                             modes=NamespaceModes(network=Mode.POD))
     v = SandboxManager.host_view(SandboxRecord(id="abc", details=details))
     assert (v.cgroup, v.parent, v.netns) == ("kubepods/pod1/tether-abc", "kubepods/pod1",
                                              "/run/netns/x")
-    details["modes"] = {"net": Mode.NODE.value}
+    details.modes = NamespaceModes(network=Mode.NODE)
     assert SandboxManager.host_view(SandboxRecord(id="abc", details=details)).netns is None
-    v = SandboxManager.host_view(SandboxRecord(id="abc", details={"cgroup": "tether-abc"}))
+    v = SandboxManager.host_view(SandboxRecord(id="abc",
+                                               details=SandboxDetails(cgroup="tether-abc")))
     assert (v.parent, v.netns) == ("", None)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from podsandbox.types import SandboxDetails, State
 from shim.store import ContainerRecord, SandboxRecord, Store, db
 
 
@@ -33,14 +34,15 @@ def test_records_round_trip_and_survive_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "t.db")
     s = Store(path)
     sb = SandboxRecord(id="a" * 64, name="web", namespace="default", uid="u1", attempt=2,
-                       state="ready", created_at=123, labels={"app": "web"},
-                       details={"netns": "/run/tether/ns/net/x", "steps": ["netns", "pause"]})
+                       state=State.READY, created_at=123, labels={"app": "web"},
+                       details=SandboxDetails(pins={"net": "/run/tether/ns/net/x"},
+                                              cgroup_created=["a", "a/b"]))
     asyncio.run(s.sandboxes.put(sb))
     assert s.sandboxes.get(sb.id) == sb
     s.close()
     s2 = Store(path)
     assert s2.sandboxes.get(sb.id) == sb
-    assert s2.sandboxes.list(lambda r: r.state == "ready") == [sb]
+    assert s2.sandboxes.list(lambda r: r.state is State.READY) == [sb]
     s2.close()
 
 
@@ -96,7 +98,7 @@ def test_an_answer_is_kept_until_the_table_is_written(tmp_path: Path) -> None:
     rec = SandboxRecord(id="x")
     asyncio.run(s.sandboxes.put(rec))
     assert s.sandboxes.answer("ids", ids) == ["x"]
-    rec.state = "ready"
+    rec.state = State.READY
     asyncio.run(s.sandboxes.put(rec))  # a change of state is a write too
     s.sandboxes.answer("ids", ids)
     asyncio.run(s.sandboxes.delete(rec))
