@@ -20,7 +20,7 @@ import shutil
 import stat
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from cni.fileio import atomic_write
 from podsandbox import kernel
@@ -42,6 +42,7 @@ from shim.errors import (
     TetherError,
 )
 from shim.images.manager import IMAGE_VOLUMES_DIR
+from shim.images.model import Image
 from shim.images.shifted import RootfsIds
 from shim.images.snapshots import unmount_all_under
 from shim.oci import conmon, lookup, spec
@@ -65,9 +66,25 @@ def _inode(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+class ContainerImages(Protocol):
+    """What containers need of the images (``shim.images.manager.ImageManager``)."""
+
+    def get(self, spec: str, /) -> Image | None: ...
+
+    async def mount_rootfs(self, image_id: str, container_dir: str,
+                           ids: RootfsIds | None = None, /) -> str: ...
+
+    async def mount_image_volume(self, spec: str, target: str,
+                                 ids: RootfsIds | None = None, /) -> tuple[str, str]: ...
+
+    async def unmount_rootfs(self, container_dir: str, /) -> None: ...
+
+    def drop_shifted(self, keep: set[str], /) -> None: ...
+
+
 class ContainerManager(Lifecycle[ContainerRecord]):
     def __init__(self, cfg: Config, store: Store, sandboxes: SandboxManager[SandboxRecord],
-                 images: Any, runtime_options: RuntimeOptions,
+                 images: ContainerImages, runtime_options: RuntimeOptions,
                  features: Mapping[str, HandlerFeatures] | None = None,
                  userns_copy: bool = False) -> None:
         super().__init__("container", store.containers)
@@ -531,6 +548,17 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         await asyncio.gather(*(self.remove(cid) for cid in ids))
 
     # --- exec, logs, resources ---------------------------------------------------------------
+    @staticmethod
+    def runtime_spec(rec: ContainerRecord) -> dict[str, Any] | None:
+        """The OCI spec the container was made with (the bundle's config.json, written by
+        us), for the verbose status; None when it is gone. Blocking: off the event loop."""
+        try:
+            with open(os.path.join(rec.details.bundle, "config.json")) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
     def exec_target(self, id_or_prefix: str, cmd: list[str], tty: bool
                     ) -> tuple[str, OCIRuntime, str, dict[str, Any]]:
         """(container id, its runtime, its bundle, the OCI process) for an exec of ``cmd``:

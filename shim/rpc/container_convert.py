@@ -327,13 +327,9 @@ def cgroup_namespace(runtime_spec: object) -> str:
     return "private" if "cgroup" in kinds else "host"
 
 
-def verbose_info(rec: ContainerRecord) -> dict[str, str]:
+def verbose_info(rec: ContainerRecord, runtime_spec: dict[str, Any] | None) -> dict[str, str]:
+    """``runtime_spec``: the container's OCI spec (``ContainerManager.runtime_spec``)."""
     d = rec.details
-    try:
-        with open(f"{d.bundle}/config.json") as f:
-            runtime_spec = json.load(f)
-    except OSError:
-        runtime_spec = None
     info = {
         "sandboxID": rec.sandbox_id,
         "pid": d.pid.pid if d.pid else 0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.rpc.container_convert import to_status, verbose_info
@@ -18,5 +20,6 @@ async def container_status(
     rec = d.containers.get(req.container_id)
     resp = pb.ContainerStatusResponse(status=to_status(rec))
     if req.verbose:
-        resp.info.update(verbose_info(rec))
+        spec = await asyncio.to_thread(d.containers.runtime_spec, rec)
+        resp.info.update(verbose_info(rec, spec))
     return resp
