@@ -8,6 +8,8 @@ from typing import Any
 
 from podsandbox.kernel import alive
 from podsandbox.views import status_view
+from shim.containers.views import running_pid
+from shim.containers.views import status_view as container_status_view
 from shim.nsview.model import ContainerFacts, PodFacts, spec_namespaces
 from shim.store import readonly
 
@@ -38,11 +40,10 @@ def read(root: str) -> tuple[list[PodFacts], list[ContainerFacts]]:
         ))
     containers = []
     for crec in records:
-        cd = crec.details
-        pid = cd.pid.pid if cd.pid and alive(cd.pid.pid, cd.pid.start_time) else 0
+        cv = container_status_view(crec)  # as the daemon's ContainerStatus reads one
         containers.append(ContainerFacts(
-            id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state.value, pid=pid,
-            privileged=cd.privileged,
-            spec_namespaces=spec_namespaces(_spec(cd.bundle)),
+            id=crec.id, pod_id=crec.sandbox_id, name=crec.name, state=crec.state.value,
+            pid=running_pid(crec), privileged=cv.privileged,
+            spec_namespaces=spec_namespaces(_spec(cv.bundle)),
         ))
     return pods, containers

@@ -11,6 +11,7 @@ from typing import Any
 
 from podsandbox.types import IDMapping
 from shim.containers.types import CState
+from shim.containers.views import status_view
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.nsview.model import spec_namespaces
@@ -302,7 +303,7 @@ def resources_from_oci(d: Mapping[str, Any], oom_score_adj: int = 0
 
 
 def to_status(rec: ContainerRecord) -> pb.ContainerStatus:
-    d = rec.details
+    d = status_view(rec)
     mounts = [_pb_mount(m) for m in d.mounts]
     st = pb.ContainerStatus(
         id=rec.id, metadata=_metadata(rec), state=state(rec), created_at=rec.created_at,
@@ -329,11 +330,11 @@ def cgroup_namespace(runtime_spec: object) -> str:
 
 def verbose_info(rec: ContainerRecord, runtime_spec: dict[str, Any] | None) -> dict[str, str]:
     """``runtime_spec``: the container's OCI spec (``ContainerManager.runtime_spec``)."""
-    d = rec.details
+    d = status_view(rec)
     info = {
         "sandboxID": rec.sandbox_id,
-        "pid": d.pid.pid if d.pid else 0,
-        "conmonPid": d.conmon.pid if d.conmon else 0,
+        "pid": d.pid,
+        "conmonPid": d.conmon_pid,
         "runtimeHandler": d.handler,
         "bundle": d.bundle,
         "rootfs": d.rootfs,

@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from podsandbox.types import State
 from shim.containers.types import CState
+from shim.containers.views import host_view
 from shim.cri import api_pb2 as pb
 from shim.rpc.registry import list_and_stream, rpc
 from shim.rpc.services import Services
@@ -22,11 +23,10 @@ from shim.store import ContainerRecord
 def _target(rec: ContainerRecord) -> metrics.MetricsTarget | None:
     if rec.state is not CState.RUNNING:
         return None
-    d = rec.details
+    v = host_view(rec)
     return metrics.MetricsTarget(
-        id=rec.id, name=rec.name, image=rec.image, cgroup=cgroup_relpath(d.cgroup_path),
-        upper=f"{d.container_dir}/upper" if d.container_dir else "",
-        started_at=rec.started_at, resources=dict(d.resources))
+        id=rec.id, name=rec.name, image=rec.image, cgroup=cgroup_relpath(v.cgroup_path),
+        upper=v.upper, started_at=rec.started_at, resources=dict(v.resources))
 
 
 async def pod_metrics(d: Services, req: object) -> list[pb.PodSandboxMetrics]:

@@ -8,8 +8,9 @@ import contextlib
 import os
 from collections.abc import Callable
 
-from podsandbox import kernel, namespaces
+from podsandbox import namespaces
 from podsandbox.types import Mode, NamespaceModes, SandboxSpec
+from shim.containers.views import running_pid
 from shim.errors import TetherError
 from shim.nspolicy.rules import Decision, NamespaceRef, Sharing, Subject
 from shim.oci.types import ContainerSpec, PidMode
@@ -88,10 +89,9 @@ def container_sharings(modes: NamespaceModes, config: ContainerSpec,
 def _target_inode(d: Services) -> Callable[[str], int | None]:
     def lookup(target_id: str) -> int | None:
         with contextlib.suppress(TetherError, OSError):
-            rec = d.containers.get(target_id)
-            pid = rec.details.pid
-            if pid is not None and kernel.alive(pid.pid, pid.start_time):
-                return os.stat(f"/proc/{pid.pid}/ns/pid").st_ino
+            pid = running_pid(d.containers.get(target_id))
+            if pid:
+                return os.stat(f"/proc/{pid}/ns/pid").st_ino
         return None
 
     return lookup

@@ -16,6 +16,7 @@ from podsandbox import cgroups as pod_cgroups
 from podsandbox.types import PodHostView
 from shim import log
 from shim.containers.types import CState
+from shim.containers.views import host_view
 from shim.stats import cgroup, network
 from shim.stats.layer import LayerCache
 from shim.stats.rates import CpuRates
@@ -46,13 +47,12 @@ def cgroup_relpath(path: str) -> str:
 
 
 def container_target(rec: ContainerRecord) -> ContainerTarget:
-    d = rec.details
-    upper = f"{d.container_dir}/upper" if d.container_dir else ""
+    v = host_view(rec)
     return ContainerTarget(
         id=rec.id, sandbox_id=rec.sandbox_id, name=rec.name, attempt=rec.attempt,
         labels=dict(rec.labels), annotations=dict(rec.annotations),
         running=rec.state is CState.RUNNING,
-        cgroup=cgroup_relpath(d.cgroup_path), upper=upper,
+        cgroup=cgroup_relpath(v.cgroup_path), upper=v.upper,
     )
 
 

@@ -94,3 +94,27 @@ def test_sandbox_details_stay_in_podsandbox() -> None:
                     found.append(mod)
     assert not found, "modules that read a pod's details (use podsandbox.views): " + \
         ", ".join(found)
+
+
+# A record's details are its manager's: the sandbox manager's (podsandbox), the container
+# manager's (shim.containers), the image manager's (shim.images); the store decodes them.
+# Anyone else reads a pod or a container through its views (podsandbox.views,
+# shim.containers.views). ``x.details()`` (a grpc error's method) is not a record's; bench/
+# is a CRI client with a ``details`` of its own results.
+DETAILS_OWNERS = ("podsandbox", "shim.containers", "shim.images", "shim.store", "bench")
+
+
+def test_record_details_are_read_only_by_their_managers() -> None:
+    found = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            if mod.startswith(DETAILS_OWNERS):
+                continue
+            tree = ast.parse(path.read_text())
+            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+            found += [f"{mod}:{n.lineno}" for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and n.attr == "details"
+                      and id(n) not in called]
+    assert not found, "record details read outside their manager (use its views): " + \
+        ", ".join(found)
