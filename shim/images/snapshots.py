@@ -141,7 +141,7 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> str:
     return opts
 
 
-IDMAP_VIEWS = "idmap"  # <container dir>/idmap/{lower,upper}: while an overlay is mounted
+IDMAP_VIEWS = "idmap"  # <container dir>/idmap/lower: while the overlay is being mounted
 
 
 @contextlib.asynccontextmanager
