@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+# The attribute type and a step's span are podsandbox's (the lower layer: it may not import
+# shim/, which hands it ``span``); re-exported for the rest of shim/.
+from podsandbox.observe import Attr, Span
+
 if TYPE_CHECKING:
     import grpc
 
     from shim.config import TracingConfig
 
-# An attribute value as OpenTelemetry takes it.
-Attr = str | bool | int | float | None
 
 # What the SDK side needs; checked at config load when tracing is on.
 REQUIRED_MODULES = (
@@ -30,19 +32,6 @@ REQUIRED_MODULES = (
     "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
 )
 EXTRA_HINT = "pip install 'tether[tracing]'"
-
-
-class Span(Protocol):
-    """A step's span: ``set`` adds attributes learnt on the way (an id made by the step)."""
-
-    @property
-    def recording(self) -> bool: ...  # False when off or not sampled: skip costly attributes
-
-    def set(self, **attrs: Attr) -> None: ...
-
-    def __enter__(self) -> Span: ...
-
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class RPCSpan(Protocol):

@@ -79,15 +79,23 @@ class Ctr:
         return r.stdout.decode().strip()
 
 
-@pytest.fixture(params=HANDLERS)
-def ctr(request: pytest.FixtureRequest, tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
-    env = start_env(tmp_path, extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
+def start_ctr(base: Path, registry: ImageRegistry, handler: str, extra_config: str = "",
+              driver: str = "cgroupfs") -> Ctr:
+    """A daemon (``extra_config`` appended to its config) with a bridge network and the
+    test registry's busybox pulled; ``stop_env(c.env)`` ends it."""
+    env = start_env(base, driver=driver, extra_config=(
+        f'[images]\ninsecure_registries = ["{registry.host}"]\n' + extra_config))
     env.conflist([env.bridge(), {"type": "loopback"}])
     ref = registry.ref("busybox")
     env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    c = Ctr(env, request.param, ref, tmp_path / "logs")
+    return Ctr(env, handler, ref, base / "logs")
+
+
+@pytest.fixture(params=HANDLERS)
+def ctr(request: pytest.FixtureRequest, tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
+    c = start_ctr(tmp_path, registry, request.param)
     yield c
-    stop_env(env)
+    stop_env(c.env)
 
 
 def log_lines(path: str) -> list[tuple[str, bool, str]]:
@@ -395,13 +403,9 @@ def test_absent_mount_source_listed_for_rejection_is_refused(
     dropins.mkdir(parents=True)
     (dropins / "50-reject.toml").write_text(
         f'[runtime]\nabsent_mount_sources_to_reject = ["{missing}"]\n')
-    env = start_env(tmp_path / "env",
-                    extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
+    c = start_ctr(tmp_path / "env", registry, "runc")
+    env = c.env
     try:
-        env.conflist([env.bridge(), {"type": "loopback"}])
-        ref = registry.ref("busybox")
-        env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-        c = Ctr(env, "runc", ref, tmp_path / "logs")
         sid, pcfg = c.pod()
         with pytest.raises(grpc.RpcError) as e:
             c.create(sid, pcfg, "rej", ["true"],

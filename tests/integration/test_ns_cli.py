@@ -18,19 +18,16 @@ import pytest
 from podsandbox.cgroups import layout
 from shim.cri import api_pb2 as pb
 from shim.nsview.model import KINDS
-from tests.integration.test_containers import Ctr
-from tests.integration.test_sandbox import pod_config, start_env, stop_env
+from tests.integration.test_containers import Ctr, start_ctr
+from tests.integration.test_sandbox import pod_config, stop_env
 from tests.rig.images import ImageRegistry
 
 
 @pytest.fixture(params=["runc"])
 def ctr(request: pytest.FixtureRequest, tmp_path: Path,
         registry: ImageRegistry) -> Iterator[Ctr]:
-    env = start_env(tmp_path, extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
-    env.conflist([env.bridge(), {"type": "loopback"}])
-    ref = registry.ref("busybox")
-    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    c = Ctr(env, request.param, ref, tmp_path / "logs")
+    c = start_ctr(tmp_path, registry, request.param)
+    env = c.env
     yield c
     if c.env.daemon.proc is None:  # a test left it down
         c.env.daemon.start()

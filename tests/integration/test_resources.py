@@ -19,8 +19,14 @@ import pytest
 
 from podsandbox import cgroups
 from shim.cri import api_pb2 as pb
-from tests.integration.test_containers import HANDLERS, Ctr, ctr, log_lines  # noqa: F401
-from tests.integration.test_sandbox import start_env, stop_env
+from tests.integration.test_containers import (  # noqa: F401
+    HANDLERS,
+    Ctr,
+    ctr,
+    log_lines,
+    start_ctr,
+)
+from tests.integration.test_sandbox import stop_env
 from tests.rig.images import ImageRegistry
 
 MiB = 1024 * 1024
@@ -149,12 +155,9 @@ def ctr_pids(request: pytest.FixtureRequest, tmp_path: Path,
     dropins = tmp_path / "t" / "tether.d"
     dropins.mkdir(parents=True)
     (dropins / "50-pids.toml").write_text("[runtime]\npids_limit = 32\n")
-    env = start_env(tmp_path, extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
-    env.conflist([env.bridge(), {"type": "loopback"}])
-    ref = registry.ref("busybox")
-    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    yield Ctr(env, request.param, ref, tmp_path / "logs")
-    stop_env(env)
+    c = start_ctr(tmp_path, registry, request.param)
+    yield c
+    stop_env(c.env)
 
 
 def test_pids_limit_from_the_config(ctr_pids: Ctr) -> None:
@@ -176,13 +179,9 @@ def ctr_systemd(request: pytest.FixtureRequest, tmp_path: Path,
                 registry: ImageRegistry) -> Iterator[Ctr]:
     """Like ``ctr``, with ``[runtime] cgroup_driver = "systemd"`` (and a default parent slice
     of its own). systemd need not run: Tether makes the slices' directories itself."""
-    env = start_env(tmp_path, driver="systemd",
-                    extra_config=f'[images]\ninsecure_registries = ["{registry.host}"]\n')
-    env.conflist([env.bridge(), {"type": "loopback"}])
-    ref = registry.ref("busybox")
-    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    yield Ctr(env, request.param, ref, tmp_path / "logs")
-    stop_env(env)
+    c = start_ctr(tmp_path, registry, request.param, driver="systemd")
+    yield c
+    stop_env(c.env)
 
 
 def test_systemd_driver_puts_containers_beside_the_pause_holder(ctr_systemd: Ctr) -> None:

@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from shim.cri import api_pb2 as pb
-from tests.integration.test_containers import Ctr, ctr  # noqa: F401
-from tests.integration.test_sandbox import pod_config, start_env, stop_env
+from tests.integration.test_containers import Ctr, ctr, start_ctr  # noqa: F401
+from tests.integration.test_sandbox import pod_config, stop_env
 from tests.rig.images import ImageRegistry
 
 # per handler, so that the two runs never share ids
@@ -133,14 +133,10 @@ def test_an_idmapped_volume_keeps_the_nodes_owners(ctr: Ctr, tmp_path: Path) -> 
 @pytest.fixture
 def auto(tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
     """A daemon that hands out two blocks of ids to pods that ask by annotation."""
-    env = start_env(tmp_path, extra_config=(
-        f'[images]\ninsecure_registries = ["{registry.host}"]\n'
+    c = start_ctr(tmp_path, registry, "runc", extra_config=(
         f'[userns]\nauto_first_id = {AUTO_FIRST}\nauto_size = {SIZE}\nauto_count = 2\n'))
-    env.conflist([env.bridge(), {"type": "loopback"}])
-    ref = registry.ref("busybox")
-    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    yield Ctr(env, "runc", ref, tmp_path / "logs")
-    stop_env(env)
+    yield c
+    stop_env(c.env)
 
 
 AUTO_FIRST = 600000
@@ -230,13 +226,9 @@ def test_image_volume_in_a_user_namespace(ctr: Ctr, registry: ImageRegistry) -> 
 @pytest.fixture
 def copying(tmp_path: Path, registry: ImageRegistry) -> Iterator[Ctr]:
     """A daemon that gives user-namespaced containers shifted copies of the layers."""
-    env = start_env(tmp_path, extra_config=(
-        f'[images]\ninsecure_registries = ["{registry.host}"]\n[userns]\nrootfs = "copy"\n'))
-    env.conflist([env.bridge(), {"type": "loopback"}])
-    ref = registry.ref("busybox")
-    env.cri.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image=ref)), timeout=120)
-    yield Ctr(env, "crun", ref, tmp_path / "logs")
-    stop_env(env)
+    c = start_ctr(tmp_path, registry, "crun", extra_config='[userns]\nrootfs = "copy"\n')
+    yield c
+    stop_env(c.env)
 
 
 LISTING = ["sh", "-c", "find / -xdev ! -path '/proc*' ! -path '/sys*' ! -path '/dev*' "

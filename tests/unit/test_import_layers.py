@@ -6,6 +6,7 @@ a listed one that is gone (the list only shrinks)."""
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,17 +82,19 @@ def test_no_new_import_breaks_the_layers() -> None:
 DETAILS_READERS = ("podsandbox", "shim.store.records")
 
 
-def test_sandbox_details_stay_in_podsandbox() -> None:
-    found = []
+def _modules(skip: tuple[str, ...]) -> Iterator[tuple[str, ast.Module]]:
+    """(module name, its syntax tree) of every module of ours not under ``skip``."""
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            if mod.startswith(DETAILS_READERS):
-                continue
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.module == "podsandbox.types" and \
-                        any(a.name == "SandboxDetails" for a in node.names):
-                    found.append(mod)
+            if not mod.startswith(skip):
+                yield mod, ast.parse(path.read_text())
+
+
+def test_sandbox_details_stay_in_podsandbox() -> None:
+    found = [mod for mod, tree in _modules(DETAILS_READERS) for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module == "podsandbox.types"
+             and any(a.name == "SandboxDetails" for a in node.names)]
     assert not found, "modules that read a pod's details (use podsandbox.views): " + \
         ", ".join(found)
 
@@ -106,15 +109,10 @@ DETAILS_OWNERS = ("podsandbox", "shim.containers", "shim.images", "shim.store", 
 
 def test_record_details_are_read_only_by_their_managers() -> None:
     found = []
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            mod = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            if mod.startswith(DETAILS_OWNERS):
-                continue
-            tree = ast.parse(path.read_text())
-            called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-            found += [f"{mod}:{n.lineno}" for n in ast.walk(tree)
-                      if isinstance(n, ast.Attribute) and n.attr == "details"
-                      and id(n) not in called]
+    for mod, tree in _modules(DETAILS_OWNERS):
+        called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        found += [f"{mod}:{n.lineno}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Attribute) and n.attr == "details"
+                  and id(n) not in called]
     assert not found, "record details read outside their manager (use its views): " + \
         ", ".join(found)
