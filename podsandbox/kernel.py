@@ -38,7 +38,6 @@ _AT_FDCWD = -100
 _AT_EMPTY_PATH = 0x1000
 _AT_RECURSIVE = 0x8000
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_MOUNT_ATTR_RDONLY = 0x1
 _MOUNT_ATTR_IDMAP = 0x100000
 
 
@@ -84,13 +83,12 @@ def umount(target: str, detach: bool = True) -> bool:
     return True
 
 
-def idmapped_clone(source: str, userns: str, *, recursive: bool = False,
-                   readonly: bool = False) -> int:
+def idmapped_clone(source: str, userns: str, *, recursive: bool = False) -> int:
     """A detached copy of the mount tree at ``source`` whose files' owners are shifted by the
     mappings of the user namespace pinned at ``userns`` (an idmapped mount): a file the disk
-    says is owned by 0 is seen as the namespace's 0. Returns its fd, for ``attach`` or for a
-    ``/proc/self/fd`` path; the caller closes it. OSError when the kernel or the file system
-    cannot (EINVAL: no idmap support there)."""
+    says is owned by 0 is seen as the namespace's 0. Returns its fd (the caller closes it),
+    never attached: ``mount_idmapped`` attaches one. OSError when the kernel or the file
+    system cannot (EINVAL: no idmap support there)."""
     fd = int(_libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(source),
                            _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC
                            | (_AT_RECURSIVE if recursive else 0)))
@@ -100,8 +98,7 @@ def idmapped_clone(source: str, userns: str, *, recursive: bool = False,
     try:
         ns = os.open(userns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            attr = _MountAttr(_MOUNT_ATTR_IDMAP | (_MOUNT_ATTR_RDONLY if readonly else 0),
-                              0, 0, ns)
+            attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns)
             ret = _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"",
                                 _AT_EMPTY_PATH | (_AT_RECURSIVE if recursive else 0),
                                 ctypes.byref(attr), ctypes.sizeof(attr))
@@ -114,10 +111,15 @@ def idmapped_clone(source: str, userns: str, *, recursive: bool = False,
     return fd
 
 
-def attach(fd: int, target: str) -> None:
-    """Attach a detached mount (``idmapped_clone``) at ``target``."""
-    _check(int(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),
-                             _MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount to {target}")
+def mount_idmapped(source: str, userns: str, target: str, *, recursive: bool = False) -> None:
+    """An idmapped copy of the mount tree at ``source`` (``idmapped_clone``) attached at
+    ``target``. OSError as ``idmapped_clone``, or when it cannot be attached."""
+    fd = idmapped_clone(source, userns, recursive=recursive)
+    try:
+        _check(int(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, os.fsencode(target),
+                                 _MOVE_MOUNT_F_EMPTY_PATH)), f"move_mount to {target}")
+    finally:
+        os.close(fd)
 
 
 def is_nsfs(path: str) -> bool:

@@ -182,9 +182,9 @@ class SandboxManager(Lifecycle[Rec]):
             raise InvalidArgument("user namespaces by annotation are off on this node "
                                   "(userns.auto_count = 0)")
         used = [r for ranges in self._userns_reserved.values() for r in ranges]
-        for rec in self.records.list():
-            if rec.details.userns:
-                used += rec.details.userns.host_ranges()
+        for ranges in self.records.scan(
+                lambda r: r.details.userns.host_ranges() if r.details.userns else None):
+            used += ranges
         ns = userns.allocate(auto, used)
         self._userns_reserved[sid] = ns.host_ranges()
         return ns

@@ -4,7 +4,7 @@ satisfies them. The daemon hands the repository and the record class in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 from podsandbox.types import SandboxDetails, State
@@ -29,6 +29,7 @@ class SandboxRecord(Protocol):
 
 
 Rec = TypeVar("Rec", bound=SandboxRecord)
+T = TypeVar("T")
 Rec_co = TypeVar("Rec_co", bound=SandboxRecord, covariant=True)
 
 
@@ -38,6 +39,10 @@ class SandboxRepository(Protocol[Rec]):
     def get(self, id_: str, /) -> Rec | None: ...
 
     def list(self) -> Sequence[Rec]: ...
+
+    def scan(self, fn: Callable[[Rec], T | None], /) -> Sequence[T]:
+        """``fn`` of each record (read-only, no copy made), the results that are not None."""
+        ...
 
     def ids(self) -> Iterable[str]: ...
 

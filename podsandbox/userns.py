@@ -15,7 +15,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from cni.errdefs import Internal, ResourceExhausted, trim
 from podsandbox import kernel
@@ -43,55 +43,54 @@ def allocate(auto: AutoRange, used: Iterable[tuple[int, int]]) -> UserNamespace:
 
 async def create(pin: str, ns: UserNamespace) -> None:
     """Make a user namespace with ``ns``'s maps and bind-mount it on the (existing) file
-    ``pin``. Nothing is left behind on failure but what ``namespaces.unpin`` removes."""
-    proc = await asyncio.create_subprocess_exec(
-        "unshare", "--user", "--", "cat",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    ``pin``. Nothing is left behind on failure but what ``namespaces.unpin`` removes. In a
+    worker thread: a few blocking steps of a millisecond or so."""
+    def make() -> None:
+        with _held(ns) as pid:
+            kernel.mount(f"/proc/{pid}/ns/user", pin, "", kernel.MS_BIND)
+
     try:
-        await _entered(proc)
-        _write_maps(proc.pid, ns)
-        kernel.mount(f"/proc/{proc.pid}/ns/user", pin, "", kernel.MS_BIND)
+        await asyncio.to_thread(make)
     except OSError as e:
         raise Internal(f"user namespace: {e.strerror or e}", detail=str(e)) from None
+
+
+@contextlib.contextmanager
+def _held(ns: UserNamespace) -> Iterator[int]:
+    """A fresh user namespace with ``ns``'s maps, held by ``unshare --user cat`` while the
+    block runs: yields that process's pid. Internal when unshare cannot start."""
+    proc = subprocess.Popen(["unshare", "--user", "--", "cat"], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        ours = os.readlink("/proc/self/ns/user")
+        deadline = time.monotonic() + _START_TIMEOUT
+        delay = 0.0005
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # until unshare has left our namespace
+                if os.readlink(f"/proc/{proc.pid}/ns/user") != ours:
+                    break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+        else:
+            err = proc.stderr.read() if proc.stderr and proc.poll() is not None else b""
+            raise Internal("user namespace: unshare did not start: "
+                           f"{trim(err.decode(errors='replace'))}")
+        # setgroups stays "allow": the maps are written by a process privileged in the
+        # parent namespace, and containers need setgroups for their supplementary groups
+        with open(f"/proc/{proc.pid}/uid_map", "w") as f:
+            f.write("\n".join(m.line() for m in ns.uids))
+        with open(f"/proc/{proc.pid}/gid_map", "w") as f:
+            f.write("\n".join(m.line() for m in ns.gids))
+        yield proc.pid
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-
-
-def _write_maps(pid: int, ns: UserNamespace) -> None:
-    # setgroups stays "allow": the maps are written by a process privileged in the parent
-    # namespace, and containers need setgroups for their supplementary groups
-    with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write("\n".join(m.line() for m in ns.uids))
-    with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write("\n".join(m.line() for m in ns.gids))
-
-
-async def _entered(proc: asyncio.subprocess.Process) -> None:
-    """Until ``unshare`` is in a user namespace other than ours (then it execs cat)."""
-    ours = os.readlink("/proc/self/ns/user")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _START_TIMEOUT
-    delay = 0.0005
-    while loop.time() < deadline:
-        if proc.returncode is not None:
-            break
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{proc.pid}/ns/user") != ours:
-                return
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.005)
-    err = b""
-    if proc.returncode is not None and proc.stderr is not None:
-        err = await proc.stderr.read()
-    raise Internal(f"user namespace: unshare did not start: {trim(err.decode(errors='replace'))}")
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _parents(path: str) -> list[str]:
@@ -120,32 +119,10 @@ def idmap_unsupported(path: str) -> str:
     throwaway namespace (never pinned) and an idmapped clone that is never attached."""
     m = (IDMapping(0, ID_LIMIT - 65536, 65536),)
     try:
-        proc = subprocess.Popen(["unshare", "--user", "--", "cat"], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
-    except OSError as e:
-        return f"unshare: {e.strerror or e}"
-    try:
-        ours = os.readlink("/proc/self/ns/user")
-        deadline = time.monotonic() + _START_TIMEOUT
-        while proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{proc.pid}/ns/user") != ours:
-                    break
-            time.sleep(0.001)
-        else:
-            err = proc.stderr.read() if proc.stderr and proc.poll() is not None else b""
-            return f"unshare --user: {trim(err.decode(errors='replace')) or 'did not start'}"
-        _write_maps(proc.pid, UserNamespace(m, m))
-        os.close(kernel.idmapped_clone(path, f"/proc/{proc.pid}/ns/user"))
-        return ""
+        with _held(UserNamespace(m, m)) as pid:
+            os.close(kernel.idmapped_clone(path, f"/proc/{pid}/ns/user"))
+    except Internal as e:
+        return e.message
     except OSError as e:
         return f"{path}: {e.strerror or e}"
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return ""

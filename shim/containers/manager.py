@@ -299,11 +299,7 @@ class ContainerManager(Lifecycle[ContainerRecord]):
             os.makedirs(os.path.dirname(target), mode=0o711, exist_ok=True)
             os.makedirs(target, mode=0o711, exist_ok=True)
             try:
-                fd = kernel.idmapped_clone(m.host_path, pc.userns_path, recursive=True)
-                try:
-                    kernel.attach(fd, target)
-                finally:
-                    os.close(fd)
+                kernel.mount_idmapped(m.host_path, pc.userns_path, target, recursive=True)
             except OSError as e:
                 raise FailedPrecondition(
                     f"{field}.host_path {m.host_path!r}: cannot be idmapped "

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from shim import log
 from shim.images.blobs import BlobError, BlobStore
 from shim.images.catalog import Catalog
+from shim.images.shifted import ShiftedCopies
 from shim.images.snapshots import SnapshotStore
 
 
@@ -95,4 +96,5 @@ class Collector:
                         os.unlink(p)
                 n += 1
         n += len(self.snapshots.remove_tmp())
+        n += ShiftedCopies(self.snapshots.root).remove_tmp()
         return n + self.blobs.remove_stray()

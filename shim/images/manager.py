@@ -266,10 +266,9 @@ class ImageManager:
         return img.id, await self.rootfs.mount_volume(img, target, ids)
 
     def drop_shifted(self, keep: set[str]) -> None:
-        """Remove the shifted layer copies of every mapping not in ``keep`` (and copies a
-        crash interrupted): the caller knows which its containers still use."""
+        """Remove the shifted layer copies of every mapping not in ``keep``: the caller knows
+        which its containers still use."""
         shifted = self.rootfs.shifted
-        shifted.remove_tmp()
         for key in shifted.keys() - keep:
             shifted.drop(key)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import glob
 import os
 import secrets
 import shutil
@@ -180,10 +181,12 @@ class ShiftedCopies:
             return set()
         return {n for n in names if ".tmp-" not in n}
 
-    def remove_tmp(self) -> None:
-        """Copies a crash interrupted, at any depth they are made."""
-        for base, dirs, _ in os.walk(self.root):
-            for d in list(dirs):
-                if ".tmp-" in d:
-                    shutil.rmtree(os.path.join(base, d), ignore_errors=True)
-                    dirs.remove(d)
+    def remove_tmp(self) -> int:
+        """Copies and drops a crash interrupted (``<key>.tmp-rm-*``, ``<key>/<layer>.tmp-*``,
+        ``<key>/<hex>/fs.tmp-*``): at start, before any copy is made."""
+        gone = 0
+        for pattern in ("*.tmp-*", "*/*.tmp-*", "*/*/*.tmp-*"):
+            for path in glob.glob(os.path.join(glob.escape(self.root), pattern)):
+                shutil.rmtree(path, ignore_errors=True)
+                gone += 1
+        return gone

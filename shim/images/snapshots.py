@@ -155,11 +155,7 @@ async def _idmapped_views(views: str, sources: dict[str, str], userns: str
             target = os.path.join(views, name)
             os.makedirs(target, mode=0o700, exist_ok=True)
             try:
-                fd = kernel.idmapped_clone(source, userns)
-                try:
-                    kernel.attach(fd, target)
-                finally:
-                    os.close(fd)
+                kernel.mount_idmapped(source, userns, target)
             except OSError as e:
                 raise errors.Internal(f"idmapped mount of {source}: {e.strerror or e}") from None
             out[name] = target

@@ -70,3 +70,22 @@ def test_shift_tree(tmp_path: Path) -> None:
     assert struct.unpack("<IIIIII", caps)[0] >> 24 == 3 and caps[-4:] == struct.pack("<I", 100000)
     assert stat.S_ISCHR(os.lstat(top / "gone").st_mode) and owner(top / "gone") == (100000,
                                                                                     100000)
+
+
+def test_what_a_crash_left_goes_and_copies_stay(tmp_path: Path) -> None:
+    from shim.images.shifted import ShiftedCopies
+
+    copies = ShiftedCopies(str(tmp_path))
+    root = Path(copies.root)
+    whole = root / "u0-1-2.g0-1-2" / ("a" * 64) / "fs"
+    whole.mkdir(parents=True)
+    leftovers = [root / "u0-1-2.g0-1-2" / ("b" * 64) / "fs.tmp-1234",  # a copy under way
+                 root / "u0-1-2.g0-1-2" / "empty.tmp-99",  # an image without layers
+                 root / "u0-3-4.g0-3-4.tmp-rm-ab"]  # a drop under way
+    for p in leftovers:
+        p.mkdir(parents=True)
+    assert copies.remove_tmp() == 3
+    assert whole.is_dir() and not any(p.exists() for p in leftovers)
+    assert copies.keys() == {"u0-1-2.g0-1-2"}
+    copies.drop("u0-1-2.g0-1-2")
+    assert copies.keys() == set() and not (root / "u0-1-2.g0-1-2").exists()

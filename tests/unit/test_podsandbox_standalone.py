@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -44,6 +45,9 @@ class Rec:
     details: SandboxDetails = field(default_factory=SandboxDetails)
 
 
+T = TypeVar("T")
+
+
 class DictRepository:
     def __init__(self, *recs: Rec) -> None:
         self.data = {r.id: r for r in recs}
@@ -54,6 +58,9 @@ class DictRepository:
 
     def list(self) -> list[Rec]:
         return list(self.data.values())
+
+    def scan(self, fn: Callable[[Rec], T | None]) -> list[T]:
+        return [v for r in self.data.values() if (v := fn(r)) is not None]
 
     def ids(self) -> list[str]:
         return list(self.data)
