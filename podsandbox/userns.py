@@ -24,6 +24,8 @@ from podsandbox.types import AutoRange, IDMapping, UserNamespace
 _START_TIMEOUT = 10.0
 # The largest id a map may name, plus one (uid_t is 32 bits; -1 means "no id").
 ID_LIMIT = 2**32 - 1
+# The fewest ids a pod's namespace maps (as the kubelet's blocks): 0..65535.
+MIN_IDS = 65536
 
 
 def allocate(auto: AutoRange, used: Iterable[tuple[int, int]]) -> UserNamespace:

@@ -425,8 +425,9 @@ def _check_userns(u: UsernsConfig) -> None:
     if u.auto_first_id < 1:
         raise ConfigError("key 'userns.auto_first_id': must be at least 1 (0 is the node's "
                           "root)")
-    if u.auto_size < 1:
-        raise ConfigError("key 'userns.auto_size': must be at least 1")
+    if u.auto_size < 65536:
+        raise ConfigError("key 'userns.auto_size': must be at least 65536 (the ids images and "
+                          "runtimes use, up to nobody, 65534)")
     if u.auto_count < 0:
         raise ConfigError("key 'userns.auto_count': must be >= 0 (0: no annotation pods)")
     if u.auto_first_id + u.auto_size * u.auto_count > 2**32 - 1:

@@ -222,6 +222,8 @@ def generate(
     privileged = sc.privileged  # only in a privileged pod (container_convert)
 
     user = _users.resolve(sc, image.user, files)
+    if pod.userns_path:
+        _check_mapped(user, pod)
     capsets = _caps.compute(
         sc.capabilities.add,
         sc.capabilities.drop,
@@ -291,6 +293,22 @@ def generate(
     if uts_own and pod.hostname:
         spec["hostname"] = pod.hostname
     return spec
+
+
+def _check_mapped(user: _users.User, pod: PodContext) -> None:
+    """In a pod's own user namespace the first process's ids must be mapped: the runtime
+    could not switch to them, and the container would fail to start."""
+    def mapped(i: int, maps: tuple[IDMapping, ...]) -> bool:
+        return any(m.container_id <= i < m.container_id + m.length for m in maps)
+
+    for field, ids, maps in ((f"{SC}.run_as_user", (user.uid,), pod.uid_mappings),
+                             (f"{SC}.run_as_group", (user.gid,), pod.gid_mappings),
+                             (f"{SC}.supplemental_groups", user.additional_gids,
+                              pod.gid_mappings)):
+        for i in ids:
+            if not mapped(i, maps):
+                raise InvalidArgument(f"{field}: id {i} (as asked, or the image's) is not "
+                                      "mapped in the pod's user namespace")
 
 
 def _id_mappings(maps: tuple[IDMapping, ...]) -> list[dict[str, int]]:

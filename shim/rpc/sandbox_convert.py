@@ -18,7 +18,7 @@ from podsandbox.types import (
     State,
     UserNamespace,
 )
-from podsandbox.userns import ID_LIMIT
+from podsandbox.userns import ID_LIMIT, MIN_IDS
 from shim.cri import api_pb2 as pb
 from shim.errors import InvalidArgument
 from shim.store import SandboxRecord
@@ -100,13 +100,15 @@ def _mapping(maps: Any, field: str) -> tuple[IDMapping, ...]:
     if m.container_id != 0:
         raise InvalidArgument(f"{field}[0].container_id: {m.container_id}: must be 0 (the "
                               "pod's root must be mapped)")
-    if m.length == 0:
-        raise InvalidArgument(f"{field}[0].length: must be at least 1")
     if m.host_id == 0:
         raise InvalidArgument(f"{field}[0].host_id: 0 would make the pod's root the node's")
     if m.host_id + m.length > ID_LIMIT:
         raise InvalidArgument(f"{field}[0]: host ids {m.host_id}..{m.host_id + m.length - 1} "
                               f"go past the largest id ({ID_LIMIT - 1})")
+    if m.length < MIN_IDS:
+        # fewer, and a container cannot even start: the runtime mounts /dev/pts with gid 5
+        raise InvalidArgument(f"{field}[0].length: {m.length}: must be at least {MIN_IDS} "
+                              "(the ids images and runtimes use, up to nobody, 65534)")
     return (IDMapping(m.container_id, m.host_id, m.length),)
 
 

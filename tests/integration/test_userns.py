@@ -263,3 +263,23 @@ def test_shifted_copies_show_the_image_as_it_is(copying: Ctr) -> None:
     assert c.out(two, "cat", "/etc/hostname")
     c.rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
     assert list(shifted.iterdir()) == []
+
+
+def test_refused_containers_and_maps_get_invalid_argument(ctr: Ctr) -> None:  # noqa: F811
+    """What would fail only when the runtime starts the container is refused up front: a map
+    too small for the runtime's own /dev/pts (gid 5), a user the pod's namespace lacks."""
+    cfg = pod_config("tiny")
+    m = [pb.IDMapping(container_id=0, host_id=800000, length=1)]
+    cfg.linux.security_context.namespace_options.userns_options.CopyFrom(
+        pb.UserNamespace(mode=pb.POD, uids=m, gids=m))
+    with pytest.raises(grpc.RpcError) as e:
+        ctr.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "userns_options.uids[0].length: 1" in (e.value.details() or "")
+    sid, pcfg = userns_pod(ctr, "unmapped", HOST_IDS[ctr.handler] + 3 * SIZE)
+    sc = pb.LinuxContainerSecurityContext(run_as_user=pb.Int64Value(value=SIZE))
+    with pytest.raises(grpc.RpcError) as e:
+        ctr.create(sid, pcfg, "far", ["true"], linux=pb.LinuxContainerConfig(security_context=sc))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"run_as_user: id {SIZE}" in (e.value.details() or "")
+    assert not ctr.rt.ListContainers(pb.ListContainersRequest()).containers

@@ -77,6 +77,10 @@ def test_dropin_adds_a_handler_without_losing_defaults(tmp_path: Path) -> None:
          "key 'images.max_concurrent_downloads': must be 1..64"),
         ('[images]\ncerts_dirs = "/etc/x"\n', "key 'images.certs_dirs': must be a list"),
         ("[runtime.handlers.x]\nroot = '/r'\n", "key 'runtime.handlers.x.path'"),
+        ('[userns]\nrootfs = "shift"\n', "key 'userns.rootfs': must be one of"),
+        ("[userns]\nauto_size = 10\n", "key 'userns.auto_size': must be at least 65536"),
+        ("[userns]\nauto_first_id = 0\n", "key 'userns.auto_first_id'"),
+        ("[userns]\nauto_count = 100000\n", "key 'userns.auto_count'"),
     ],
 )
 def test_bad_values_name_the_key_and_file(tmp_path: Path, text: str, fragment: str) -> None:

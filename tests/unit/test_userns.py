@@ -71,7 +71,11 @@ F = r"config\.linux\.security_context\.namespace_options"
                                                                length=100)], gids=M)),
      "go past the largest id"),
     (_request(pb.UserNamespace(mode=pb.POD, uids=[pb.IDMapping(host_id=5)], gids=M)),
-     r"uids\[0\]\.length: must be at least 1"),
+     r"uids\[0\]\.length: 0: must be at least 65536"),
+    # a container could not start: the runtime's /dev/pts wants gid 5
+    (_request(pb.UserNamespace(mode=pb.POD, uids=M, gids=[pb.IDMapping(host_id=5,
+                                                                       length=5)])),
+     r"gids\[0\]\.length: 5: must be at least 65536"),
     (_request(pb.UserNamespace(mode=pb.POD)), r"uids: exactly one mapping .*got 0"),
     (_request(pb.UserNamespace(mode=pb.NODE, uids=M)), "mappings need mode POD"),
     # the node's namespaces belong to the node's user namespace
@@ -136,3 +140,26 @@ def test_spec_joins_the_pods_user_namespace_with_its_mappings() -> None:
     plain = gen()
     assert "uidMappings" not in plain["linux"]
     assert all(n["type"] != "user" for n in plain["linux"]["namespaces"])
+
+
+def test_a_container_user_outside_the_pods_map_is_refused() -> None:
+    from tests.unit.test_oci_spec import POD, cfg, gen
+
+    def asking(user: int, group: int | None = None, groups: tuple[int, ...] = ()) -> Any:
+        sc = pb.LinuxContainerSecurityContext(run_as_user=pb.Int64Value(value=user),
+                                              supplemental_groups=list(groups))
+        if group is not None:
+            sc.run_as_group.value = group
+        return cfg(linux=pb.LinuxContainerConfig(security_context=sc))
+
+    m = (IDMapping(0, 300000, 65536),)
+    pod = dataclasses.replace(POD, userns_path="/run/ns/user/p", uid_mappings=m,
+                              gid_mappings=m)
+    assert gen(asking(65535), pod=pod)
+    for config, field in ((asking(65536), "run_as_user: id 65536"),
+                          (asking(1, 70000), "run_as_group: id 70000"),
+                          (asking(1, groups=(5, 100000)), "supplemental_groups: id 100000")):
+        with pytest.raises(InvalidArgument, match=field):
+            gen(config, pod=pod)
+    # without a user namespace of its own any id goes, as before
+    assert gen(asking(70000))
