@@ -12,26 +12,23 @@ import functools
 import gc
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
-
-import grpc
 
 from cni.manager import CNIManager
 from podsandbox import userns
 from podsandbox.manager import SandboxManager
 from podsandbox.types import AutoRange, SandboxConfig
 from shim import config as configmod
-from shim import interceptor, log, metrics, rpc, tracing
+from shim import log, metrics, rpc, tracing
 from shim.containers.manager import ContainerManager
 from shim.containers.usage import image_user
-from shim.cri import api_pb2, api_pb2_grpc
 from shim.errors import Unimplemented
 from shim.images import ImageManager
 from shim.notify import notify
 from shim.nspolicy.policy import NamespacePolicy
 from shim.oci import features, host
 from shim.rpc.services import Services
+from shim.server import Behavior, Ready, Server
 from shim.socket import SocketGuard
 from shim.stats.collector import Collector
 from shim.store import SandboxRecord, Store
@@ -121,18 +118,15 @@ class Daemon:
         return await self.cni.status()
 
     # --- the gRPC server -------------------------------------------------------------------
-    def _servicer(self, service: str) -> Any:
-        """An object with one coroutine per method of the service: a handler or UNIMPLEMENTED."""
-        methods: dict[str, Callable[..., Any]] = {}
-        services: Services = self  # what handlers may touch (mypy checks the daemon has it)
-        for m in api_pb2.DESCRIPTOR.services_by_name[service].methods:
-            fn = rpc.HANDLERS.get(m.name)
-            methods[m.name] = (
-                _bind(services, fn, m.server_streaming)
-                if fn
-                else _unimplemented(service, m.name, m.server_streaming)
-            )
-        return type(service, (), methods)()
+    def _handlers(self) -> dict[str, tuple[Behavior, Ready | None]]:
+        """Each CRI method's handler (and its ``ready``) bound to what handlers may touch."""
+        services: Services = self  # mypy checks the daemon has it
+        ready = rpc.READY
+        return {
+            name: (functools.partial(fn, services),
+                   functools.partial(ready[name], services) if name in ready else None)
+            for name, fn in rpc.HANDLERS.items()
+        }
 
     async def serve(self) -> None:
         cfg = self.config
@@ -147,15 +141,11 @@ class Daemon:
             await self.streaming.start()
             # after reconcile: spans are of RPCs and their steps only
             tracing.configure(cfg.tracing)
-            server = grpc.aio.server()
-            interceptor.add_service(server, api_pb2_grpc.add_RuntimeServiceServicer_to_server,
-                                    self._servicer("RuntimeService"))
-            interceptor.add_service(server, api_pb2_grpc.add_ImageServiceServicer_to_server,
-                                    self._servicer("ImageService"))
             old_umask = os.umask(0o117)  # the socket is born 0660, no window at a wider mode
             try:
-                server.add_insecure_port(f"unix://{cfg.server.listen}")
-                await server.start()
+                server = Server(asyncio.get_running_loop(), cfg.server.listen, self._handlers(),
+                                _unimplemented)
+                server.start()
             finally:
                 os.umask(old_umask)
             guard.secure()
@@ -226,32 +216,17 @@ class Daemon:
         )
 
 
-def _bind(services: Services, fn: Callable[..., Any], streaming: bool) -> Callable[..., Any]:
-    if streaming:
-
-        async def stream(self: Any, request: Any, context: Any) -> Any:
-            async for item in fn(services, request, context):
-                yield item
-
-        return stream
-
-    async def unary(self: Any, request: Any, context: Any) -> Any:
-        return await fn(services, request, context)
-
-    return unary
-
-
-def _unimplemented(service: str, method: str, streaming: bool) -> Callable[..., Any]:
+def _unimplemented(service: str, method: str, streaming: bool) -> Behavior:
     message = f"{method} is not implemented by tether yet ({service})"
     if streaming:
 
-        async def stream(self: Any, request: Any, context: Any) -> Any:
+        async def stream(request: Any) -> Any:
             raise Unimplemented(message)
             yield  # makes this an async generator
 
         return stream
 
-    async def unary(self: Any, request: Any, context: Any) -> Any:
+    async def unary(request: Any) -> Any:
         raise Unimplemented(message)
 
     return unary

@@ -1,6 +1,7 @@
 """The one gRPC interceptor: request id, one log line per RPC, metrics, the RPC's span,
-errors to codes. Not a grpc ServerInterceptor: ``add_service`` wraps each method's handler once,
-at registration.
+errors to codes. Not a grpc ServerInterceptor: the server (``shim.server``) runs every handler
+through ``run_unary`` / ``run_stream`` on the event loop, and a call answered by one of its
+threads from a prepared response through ``answered_here``.
 
 Handlers raise ``shim.errors.TetherError`` subclasses (defined in ``cni/errdefs.py``) carrying
 a neutral ``Code``; this is the only place that turns them into gRPC status codes
@@ -9,11 +10,12 @@ a neutral ``Code``; this is the only place that turns them into gRPC status code
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import structlog
@@ -36,6 +38,17 @@ GRPC_CODES: dict[Code, grpc.StatusCode] = {
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
+# The read-only calls the kubelet polls every second or so: logged at debug when they succeed
+# (as CRI-O and containerd do), so that an info log shows what changed and what failed.
+QUIET = frozenset({
+    "Version", "Status", "RuntimeConfig", "ListPodSandbox", "StreamPodSandboxes",
+    "PodSandboxStatus", "ListContainers", "StreamContainers", "ContainerStatus",
+    "ContainerStats", "ListContainerStats", "StreamContainerStats", "PodSandboxStats",
+    "ListPodSandboxStats", "StreamPodSandboxStats", "ListMetricDescriptors",
+    "ListPodSandboxMetrics", "StreamPodSandboxMetrics",
+    "ListImages", "StreamImages", "ImageStatus", "ImageFsInfo",
+})
+
 # Request fields worth a place in the log line, when the message has them.
 _ID_FIELDS = ("pod_sandbox_id", "container_id")
 # Response fields that name what the RPC made or resolved: span attributes.
@@ -44,15 +57,14 @@ _RESPONSE_FIELDS = ("pod_sandbox_id", "container_id", "image_ref")
 
 class Undecodable:
     """A request body that did not decode (bad UTF-8 in a string field, truncated bytes):
-    answered InvalidArgument by the handler wrapper instead of grpcio's own UNKNOWN."""
+    answered InvalidArgument by ``run_unary`` / ``run_stream`` instead of grpcio's UNKNOWN."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
 
-def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
-        return None
+def safe(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserialize`` that answers a body it cannot decode with an ``Undecodable``."""
 
     def decode(data: bytes) -> Any:
         try:
@@ -131,8 +143,11 @@ def response_attributes(response: Any) -> dict[str, tracing.Attr]:
     return out
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+def _request_id(metadata: Metadata) -> str:
+    for key, value in metadata:
         if key == "x-request-id" and isinstance(value, str):
             return value[:64]
     # to tell log lines apart, not a secret: no syscall (uuid4 reads the kernel's random)
@@ -146,51 +161,52 @@ def _per_method(method: str) -> tuple[Any, Any]:
     return metrics.OPERATIONS.labels(method), metrics.OPERATION_LATENCY.labels(method)
 
 
+class Refused(Exception):
+    """An RPC's failure as the gRPC status its client gets (the server aborts with it)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
 class _Call:
     """Bookkeeping of one RPC: binds the log context, records the outcome once."""
 
-    def __init__(self, path: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, path: str, request: Any, metadata: Metadata) -> None:
         self.method = path.rsplit("/", 1)[-1]
-        self.context = context
         self.start = time.monotonic()
         self.code = grpc.StatusCode.OK
         self.message = ""
         self.ids = _ids(request)
         self.span: tracing.RPCSpan = tracing.NOOP
         if tracing.enabled():
-            self.span = tracing.rpc_span(path, context.invocation_metadata(),
-                                         span_attributes(request, self.ids))
+            self.span = tracing.rpc_span(path, metadata, span_attributes(request, self.ids))
         extra = {"trace_id": self.span.trace_id} if self.span.trace_id else {}
         self.tokens = structlog.contextvars.bind_contextvars(
-            request_id=_request_id(context), method=self.method, **extra
+            request_id=_request_id(metadata), method=self.method, **extra
         )
 
     def answered(self, response: Any) -> None:
         if self.span.recording:
             self.span.set(**response_attributes(response))
 
-    async def fail(self, exc: BaseException) -> NoReturn:
+    def refuse(self, exc: BaseException) -> Refused:
+        """The status ``exc`` is answered with, logged (with its traceback if a bug)."""
         logger = log.get("rpc")
         if isinstance(exc, TetherError):
             self.code = GRPC_CODES[exc.code]
             self.message = exc.message
             if exc.detail:
                 logger.debug("error detail", detail=exc.detail, **self.ids)
-            await self.context.abort(self.code, exc.message)
+            return Refused(self.code, exc.message)
         logger.exception("unexpected error", **self.ids)
         self.code = grpc.StatusCode.INTERNAL
         self.message = f"internal error: {exc}"
-        await self.context.abort(grpc.StatusCode.INTERNAL, f"{self.method}: internal error: {exc}")
-        raise AssertionError("unreachable: abort raises")
+        return Refused(self.code, f"{self.method}: internal error: {exc}")
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.start
-        if self.code == grpc.StatusCode.OK:
-            # An abort from the handler itself (context.abort) sets the context's code.
-            code = self.context.code()
-            if isinstance(code, grpc.StatusCode):
-                self.code = code
-                self.message = self.context.details() or ""
         operations, latency = _per_method(self.method)
         operations.inc()
         latency.observe(elapsed)
@@ -199,93 +215,59 @@ class _Call:
         if self.code != grpc.StatusCode.OK:
             metrics.OPERATION_ERRORS.labels(self.method, self.code.name).inc()
             logger.info("rpc failed", **fields)
+        elif self.method in QUIET:
+            logger.debug("rpc", **fields)
         else:
             logger.info("rpc", **fields)
         self.span.end(self.code, self.message)
         structlog.contextvars.reset_contextvars(**self.tokens)
 
 
-def _wrap_unary(path: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(path, request, context)
-        try:
-            if (bad := _undecodable(request)) is not None:
-                raise bad
-            response = await behavior(request, context)
-            call.answered(response)
-            return response
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.finish()
-
-    return handler
-
-
-def _wrap_stream(path: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(path, request, context)
-        try:
-            if (bad := _undecodable(request)) is not None:
-                raise bad
-            async for item in behavior(request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.finish()
-
-    return handler
+async def run_unary(path: str, behavior: Callable[[Any], Awaitable[Any]], request: Any,
+                    metadata: Metadata) -> Any:
+    """``behavior(request)`` with the bookkeeping around it; a failure raises ``Refused``."""
+    call = _Call(path, request, metadata)
+    try:
+        if (bad := _undecodable(request)) is not None:
+            raise bad
+        response = await behavior(request)
+        call.answered(response)
+        return response
+    except asyncio.CancelledError:  # the client went away or its deadline passed
+        call.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        raise call.refuse(exc) from None
+    finally:
+        call.finish()
 
 
-def wrap(path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """``handler`` of the method at ``path`` with this module's bookkeeping around it and an
-    undecodable request turned into InvalidArgument."""
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(path, handler.unary_unary),
-            request_deserializer=_safe(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(path, handler.unary_stream),
-            request_deserializer=_safe(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    return handler
+async def run_stream(path: str, behavior: Callable[[Any], AsyncIterator[Any]], request: Any,
+                     metadata: Metadata) -> AsyncGenerator[Any, None]:
+    """The server-streaming twin of ``run_unary``."""
+    call = _Call(path, request, metadata)
+    try:
+        if (bad := _undecodable(request)) is not None:
+            raise bad
+        async for item in behavior(request):
+            yield item
+    except (asyncio.CancelledError, GeneratorExit):  # the client left mid-stream
+        call.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        raise call.refuse(exc) from None
+    finally:
+        call.finish()
 
 
-class _Capture:
-    """Stands in for the server while a generated ``add_<Service>Servicer_to_server`` hands
-    it the service's method handlers."""
-
-    def __init__(self) -> None:
-        self.services: list[tuple[str, dict[str, grpc.RpcMethodHandler]]] = []
-
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        pass  # the same handlers come to add_registered_method_handlers
-
-    def add_registered_method_handlers(self, service: str,
-                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        self.services.append((service, handlers))
-
-
-def add_service(server: grpc.aio.Server, add_to_server: Callable[[Any, Any], None],
-                servicer: object) -> None:
-    """Register a service (``add_to_server``: the generated ``add_<Service>Servicer_to_server``)
-    with every method wrapped once, here, rather than by a grpc ServerInterceptor: grpc.aio
-    awaits an interceptor on every call, which cost the polled List calls more than their
-    own work."""
-    capture = _Capture()
-    add_to_server(servicer, capture)
-    if not capture.services:
-        raise RuntimeError(f"{add_to_server.__name__} registered no method handlers")
-    for service, handlers in capture.services:
-        wrapped = {name: wrap(f"/{service}/{name}", h) for name, h in handlers.items()}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        server.add_registered_method_handlers(service, wrapped)
+def answered_here(path: str, metadata: Metadata, started: float) -> None:
+    """The bookkeeping of a call answered by a server thread from a prepared response (a
+    polled call without ids: no span, the server takes that path only with tracing off; no
+    log context to bind for a line logged at debug, if at all)."""
+    method = path.rsplit("/", 1)[-1]
+    elapsed = time.monotonic() - started
+    operations, latency = _per_method(method)
+    operations.inc()
+    latency.observe(elapsed)
+    log.get("rpc").debug("rpc", method=method, request_id=_request_id(metadata), code="OK",
+                         duration_ms=round(elapsed * 1000, 3))

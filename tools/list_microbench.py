@@ -3,10 +3,12 @@ N pods of one container each, records shaped like the bench's density workload.
 
 Three layers, each timed alone so a change can be placed:
   handler    the registered handler coroutine (memoised messages, the response built)
-  edge       + the interceptor's wrapper and the response's serialisation (what grpc does)
-  grpc       a real grpc.aio server, handlers wrapped as the daemon wraps them, in a child
-             process on a unix socket, logging a JSON line per call to a file as the bench's
-             daemon does; a sync client here (as the bench's), unfiltered calls interleaved
+  edge       + the interceptor's bookkeeping and the response's serialisation (the call
+             handed to the loop: ``run_unary``)
+  ready      the server thread's path: the prepared answer and its bookkeeping
+  grpc       the daemon's server (``shim.server``) with Tether's handlers, in a child process
+             on a unix socket, logging a JSON line per call to a file as the bench's daemon
+             does; a sync client here (as the bench's), unfiltered calls interleaved
 
     .venv/bin/python tools/list_microbench.py [--pods 110] [--calls 2000]
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import statistics
@@ -34,7 +37,8 @@ from shim import interceptor, log, rpc
 from shim.containers.types import CState
 from shim.cri import api_pb2 as pb
 from shim.cri import api_pb2_grpc
-from shim.daemon import _bind
+from shim.daemon import _unimplemented
+from shim.server import Server
 from shim.store import ContainerRecord, SandboxRecord, Store
 
 CALLS = ("ListPodSandbox", "ListContainers")
@@ -66,17 +70,6 @@ class Services:
         self.store = store
 
 
-class Context:
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-    def code(self) -> None:
-        return None
-
-    def details(self) -> str:
-        return ""
-
-
 def _request(name: str) -> Any:
     return getattr(pb, f"{name}Request")()
 
@@ -95,42 +88,46 @@ async def _time(fn: Callable[[], Any], calls: int) -> list[float]:
     return out
 
 
+def _serialise(response: Any) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
 async def in_process(store: Store, calls: int) -> None:
     svc = Services(store)
     for name in CALLS:
         handler = rpc.HANDLERS[name]
+        ready = rpc.READY[name]
         req = _request(name)
         method = f"/runtime.v1.RuntimeService/{name}"
 
         async def bare(h: Any = handler, r: Any = req) -> Any:
-            return await h(svc, r, None)
+            return await h(svc, r)
 
-        bound = _bind(svc, handler, False)  # type: ignore[arg-type]
-        wrapped = interceptor._wrap_unary(method, lambda r, c, b=bound: b(None, r, c))
-        ser = getattr(pb, f"{name}Response").SerializeToString
+        async def edge(h: Any = handler, r: Any = req, m: str = method) -> Any:
+            return _serialise(await interceptor.run_unary(m, lambda q: h(svc, q), r, ()))
 
-        async def edge(w: Any = wrapped, r: Any = req, s: Any = ser) -> Any:
-            return s(await w(r, Context()))
+        async def off_loop(h: Any = ready, r: Any = req, m: str = method) -> Any:
+            started = time.monotonic()
+            out = h(svc, r)
+            interceptor.answered_here(m, (), started)
+            return out
 
         await _time(bare, 200)  # warm the memo
         print(f"{name:16} handler {_stats(await _time(bare, calls))}")
         await _time(edge, 200)
         print(f"{name:16} edge    {_stats(await _time(edge, calls))}")
+        print(f"{name:16} ready   {_stats(await _time(off_loop, calls))}")
 
 
 async def serve(db: str, sock: str) -> None:
     log.configure("info", "json")  # as the bench runs the daemon (stderr: a file)
-    store = Store(db)
-    svc = Services(store)
-    methods = {name: _bind(svc, rpc.HANDLERS[name], False) for name in CALLS}  # type: ignore[arg-type]
-    server = grpc.aio.server()
-    interceptor.add_service(
-        server, api_pb2_grpc.add_RuntimeServiceServicer_to_server,
-        type("RuntimeService", (api_pb2_grpc.RuntimeServiceServicer,), methods)())
-    server.add_insecure_port(f"unix://{sock}")
-    await server.start()
+    svc = Services(Store(db))
+    handlers = {name: (functools.partial(rpc.HANDLERS[name], svc),
+                       functools.partial(rpc.READY[name], svc)) for name in CALLS}
+    server = Server(asyncio.get_running_loop(), sock, handlers, _unimplemented)
+    server.start()
     print("ready", flush=True)
-    await server.wait_for_termination()
+    await asyncio.Event().wait()
 
 
 def over_grpc(db: str, calls: int) -> None:

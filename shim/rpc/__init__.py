@@ -32,6 +32,6 @@ from shim.rpc import (  # noqa: F401  (registration)
     status,
     version,
 )
-from shim.rpc.registry import HANDLERS
+from shim.rpc.registry import HANDLERS, READY
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "READY"]

@@ -13,7 +13,7 @@ from shim.streaming.server import AttachTarget
 
 
 @rpc("Attach")
-async def attach(d: Services, req: pb.AttachRequest, ctx: object) -> pb.AttachResponse:
+async def attach(d: Services, req: pb.AttachRequest) -> pb.AttachResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if not (req.stdin or req.stdout or req.stderr):

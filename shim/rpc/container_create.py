@@ -14,7 +14,7 @@ from shim.rpc.services import Services
 
 @rpc("CreateContainer")
 async def create_container(
-    d: Services, req: pb.CreateContainerRequest, ctx: object
+    d: Services, req: pb.CreateContainerRequest
 ) -> pb.CreateContainerResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

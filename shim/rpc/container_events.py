@@ -33,7 +33,7 @@ def to_message(ev: ContainerEvent, status_view: Callable[[SandboxRecord], PodSta
 
 @rpc("GetContainerEvents")
 async def get_container_events(
-    d: Services, req: pb.GetEventsRequest, ctx: object
+    d: Services, req: pb.GetEventsRequest
 ) -> AsyncIterator[pb.ContainerEventResponse]:
     with d.containers.events.subscribe() as sub:
         while True:

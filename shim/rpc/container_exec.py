@@ -10,7 +10,7 @@ from shim.streaming.server import ExecTarget
 
 
 @rpc("Exec")
-async def exec_(d: Services, req: pb.ExecRequest, ctx: object) -> pb.ExecResponse:
+async def exec_(d: Services, req: pb.ExecRequest) -> pb.ExecResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if not (req.stdin or req.stdout or req.stderr):

@@ -9,7 +9,7 @@ from shim.rpc.services import Services
 
 
 @rpc("ExecSync")
-async def exec_sync(d: Services, req: pb.ExecSyncRequest, ctx: object) -> pb.ExecSyncResponse:
+async def exec_sync(d: Services, req: pb.ExecSyncRequest) -> pb.ExecSyncResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")
     if req.timeout < 0:

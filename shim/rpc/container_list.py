@@ -16,19 +16,28 @@ def _select(d: Services, f: pb.ContainerFilter | None) -> list[pb.Container]:
     return d.store.containers.scan(lambda r: convert(r) if matches(r, f) else None)
 
 
-@rpc("ListContainers")
+def _serialised(d: Services) -> bytes:
+    return pb.ListContainersResponse(containers=_select(d, None)).SerializeToString()
+
+
+def _ready(d: Services, req: pb.ListContainersRequest) -> bytes | None:
+    """The relist's answer, if the table has not changed since it was made (off the loop)."""
+    return None if req.HasField("filter") else d.store.containers.prepared("ListContainers")
+
+
+@rpc("ListContainers", ready=_ready)
 async def list_containers(
-    d: Services, req: pb.ListContainersRequest, ctx: object
-) -> pb.ListContainersResponse:
-    if not req.HasField("filter"):  # the kubelet's relist: one response per table version
-        return d.store.containers.answer(
-            "ListContainers", lambda: pb.ListContainersResponse(containers=_select(d, None)))
+    d: Services, req: pb.ListContainersRequest
+) -> pb.ListContainersResponse | bytes:
+    if not req.HasField("filter"):  # the kubelet's relist: made and serialised once per
+        # table version (the server passes bytes through)
+        return d.store.containers.answer("ListContainers", lambda: _serialised(d))
     return pb.ListContainersResponse(containers=_select(d, req.filter))
 
 
 @rpc("StreamContainers")
 async def stream_containers(
-    d: Services, req: pb.StreamContainersRequest, ctx: object
+    d: Services, req: pb.StreamContainersRequest
 ) -> AsyncIterator[pb.StreamContainersResponse]:
     f = req.filter if req.HasField("filter") else None
     for chunk in chunks(_select(d, f)):

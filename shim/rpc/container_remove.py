@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("RemoveContainer")
 async def remove_container(
-    d: Services, req: pb.RemoveContainerRequest, ctx: object
+    d: Services, req: pb.RemoveContainerRequest
 ) -> pb.RemoveContainerResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("ReopenContainerLog")
 async def reopen_container_log(
-    d: Services, req: pb.ReopenContainerLogRequest, ctx: object
+    d: Services, req: pb.ReopenContainerLogRequest
 ) -> pb.ReopenContainerLogResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

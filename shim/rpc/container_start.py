@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("StartContainer")
 async def start_container(
-    d: Services, req: pb.StartContainerRequest, ctx: object
+    d: Services, req: pb.StartContainerRequest
 ) -> pb.StartContainerResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

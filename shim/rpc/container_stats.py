@@ -43,7 +43,7 @@ async def select(
 
 @rpc("ContainerStats")
 async def container_stats(
-    d: Services, req: pb.ContainerStatsRequest, ctx: object
+    d: Services, req: pb.ContainerStatsRequest
 ) -> pb.ContainerStatsResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

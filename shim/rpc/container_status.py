@@ -13,7 +13,7 @@ from shim.rpc.services import Services
 
 @rpc("ContainerStatus")
 async def container_status(
-    d: Services, req: pb.ContainerStatusRequest, ctx: object
+    d: Services, req: pb.ContainerStatusRequest
 ) -> pb.ContainerStatusResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("StopContainer")
 async def stop_container(
-    d: Services, req: pb.StopContainerRequest, ctx: object
+    d: Services, req: pb.StopContainerRequest
 ) -> pb.StopContainerResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

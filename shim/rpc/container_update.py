@@ -11,7 +11,7 @@ from shim.rpc.services import Services
 
 @rpc("UpdateContainerResources")
 async def update_container_resources(
-    d: Services, req: pb.UpdateContainerResourcesRequest, ctx: object
+    d: Services, req: pb.UpdateContainerResourcesRequest
 ) -> pb.UpdateContainerResourcesResponse:
     if not req.container_id:
         raise InvalidArgument("container_id: required")

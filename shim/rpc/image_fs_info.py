@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("ImageFsInfo")
 async def image_fs_info(
-    d: Services, req: pb.ImageFsInfoRequest, ctx: object
+    d: Services, req: pb.ImageFsInfoRequest
 ) -> pb.ImageFsInfoResponse:
     info = await d.images.fs_info()
     return pb.ImageFsInfoResponse(

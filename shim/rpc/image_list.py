@@ -18,13 +18,13 @@ def _select(d: Services, spec: str) -> list[pb.Image]:
 
 
 @rpc("ListImages")
-async def list_images(d: Services, req: pb.ListImagesRequest, ctx: object) -> pb.ListImagesResponse:
+async def list_images(d: Services, req: pb.ListImagesRequest) -> pb.ListImagesResponse:
     return pb.ListImagesResponse(images=_select(d, list_filter(req)))
 
 
 @rpc("StreamImages")
 async def stream_images(
-    d: Services, req: pb.StreamImagesRequest, ctx: object
+    d: Services, req: pb.StreamImagesRequest
 ) -> AsyncIterator[pb.StreamImagesResponse]:
     images = _select(d, list_filter(req))
     for i in range(0, len(images), STREAM_CHUNK):

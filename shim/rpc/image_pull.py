@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 
 @rpc("PullImage")
-async def pull_image(d: Services, req: pb.PullImageRequest, ctx: object) -> pb.PullImageResponse:
+async def pull_image(d: Services, req: pb.PullImageRequest) -> pb.PullImageResponse:
     image = req.image.image
     if not image:
         raise InvalidArgument("PullImage: image.image is empty")

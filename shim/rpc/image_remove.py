@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("RemoveImage")
 async def remove_image(
-    d: Services, req: pb.RemoveImageRequest, ctx: object
+    d: Services, req: pb.RemoveImageRequest
 ) -> pb.RemoveImageResponse:
     spec = req.image.image
     if not spec:

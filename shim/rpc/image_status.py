@@ -11,7 +11,7 @@ from shim.rpc.services import Services
 
 @rpc("ImageStatus")
 async def image_status(
-    d: Services, req: pb.ImageStatusRequest, ctx: object
+    d: Services, req: pb.ImageStatusRequest
 ) -> pb.ImageStatusResponse:
     spec = req.image.image
     if not spec:

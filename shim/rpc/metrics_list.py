@@ -61,7 +61,7 @@ async def pod_metrics(d: Services, req: object) -> list[pb.PodSandboxMetrics]:
 
 @rpc("ListMetricDescriptors")
 async def list_metric_descriptors(
-    d: Services, req: pb.ListMetricDescriptorsRequest, ctx: object
+    d: Services, req: pb.ListMetricDescriptorsRequest
 ) -> pb.ListMetricDescriptorsResponse:
     return pb.ListMetricDescriptorsResponse(descriptors=descriptors())
 

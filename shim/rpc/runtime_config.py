@@ -12,7 +12,7 @@ _DRIVERS = {"cgroupfs": pb.CgroupDriver.CGROUPFS, "systemd": pb.CgroupDriver.SYS
 
 @rpc("RuntimeConfig")
 async def runtime_config(
-    d: Services, req: pb.RuntimeConfigRequest, ctx: object
+    d: Services, req: pb.RuntimeConfigRequest
 ) -> pb.RuntimeConfigResponse:
     driver = _DRIVERS[d.config.runtime.cgroup_driver]
     return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
@@ -20,7 +20,7 @@ async def runtime_config(
 
 @rpc("UpdateRuntimeConfig")
 async def update_runtime_config(
-    d: Services, req: pb.UpdateRuntimeConfigRequest, ctx: object
+    d: Services, req: pb.UpdateRuntimeConfigRequest
 ) -> pb.UpdateRuntimeConfigResponse:
     # The pod CIDR lives in the CNI config (host-local ranges); like CRI-O, only note it.
     cidr = req.runtime_config.network_config.pod_cidr

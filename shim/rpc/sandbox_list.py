@@ -16,19 +16,28 @@ def _select(d: Services, f: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
     return d.store.sandboxes.scan(lambda r: convert(r) if matches(r, f) else None)
 
 
-@rpc("ListPodSandbox")
+def _serialised(d: Services) -> bytes:
+    return pb.ListPodSandboxResponse(items=_select(d, None)).SerializeToString()
+
+
+def _ready(d: Services, req: pb.ListPodSandboxRequest) -> bytes | None:
+    """The relist's answer, if the table has not changed since it was made (off the loop)."""
+    return None if req.HasField("filter") else d.store.sandboxes.prepared("ListPodSandbox")
+
+
+@rpc("ListPodSandbox", ready=_ready)
 async def list_pod_sandbox(
-    d: Services, req: pb.ListPodSandboxRequest, ctx: object
-) -> pb.ListPodSandboxResponse:
-    if not req.HasField("filter"):  # the kubelet's relist: one response per table version
-        return d.store.sandboxes.answer(
-            "ListPodSandbox", lambda: pb.ListPodSandboxResponse(items=_select(d, None)))
+    d: Services, req: pb.ListPodSandboxRequest
+) -> pb.ListPodSandboxResponse | bytes:
+    if not req.HasField("filter"):  # the kubelet's relist: made and serialised once per
+        # table version (the server passes bytes through)
+        return d.store.sandboxes.answer("ListPodSandbox", lambda: _serialised(d))
     return pb.ListPodSandboxResponse(items=_select(d, req.filter))
 
 
 @rpc("StreamPodSandboxes")
 async def stream_pod_sandboxes(
-    d: Services, req: pb.StreamPodSandboxesRequest, ctx: object
+    d: Services, req: pb.StreamPodSandboxesRequest
 ) -> AsyncIterator[pb.StreamPodSandboxesResponse]:
     f = req.filter if req.HasField("filter") else None
     for chunk in chunks(_select(d, f)):

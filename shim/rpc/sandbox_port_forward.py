@@ -12,8 +12,7 @@ from shim.streaming.server import PortForwardTarget
 
 
 @rpc("PortForward")
-async def port_forward(d: Services, req: pb.PortForwardRequest,
-                       ctx: object) -> pb.PortForwardResponse:
+async def port_forward(d: Services, req: pb.PortForwardRequest) -> pb.PortForwardResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")
     for i, p in enumerate(req.port):

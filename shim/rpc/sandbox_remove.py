@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("RemovePodSandbox")
 async def remove_pod_sandbox(
-    d: Services, req: pb.RemovePodSandboxRequest, ctx: object
+    d: Services, req: pb.RemovePodSandboxRequest
 ) -> pb.RemovePodSandboxResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

@@ -15,7 +15,7 @@ from shim.rpc.services import Services
 
 @rpc("RunPodSandbox")
 async def run_pod_sandbox(
-    d: Services, req: pb.RunPodSandboxRequest, ctx: object
+    d: Services, req: pb.RunPodSandboxRequest
 ) -> pb.RunPodSandboxResponse:
     spec = spec_from_request(req, d.config.runtime.default_handler)
     tracing.annotate(runtime_handler=spec.runtime_handler)  # the default one, when unnamed

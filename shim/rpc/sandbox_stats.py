@@ -61,7 +61,7 @@ async def select(
 
 @rpc("PodSandboxStats")
 async def pod_sandbox_stats(
-    d: Services, req: pb.PodSandboxStatsRequest, ctx: object
+    d: Services, req: pb.PodSandboxStatsRequest
 ) -> pb.PodSandboxStatsResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

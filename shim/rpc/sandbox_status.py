@@ -15,7 +15,7 @@ from shim.rpc.services import Services
 
 @rpc("PodSandboxStatus")
 async def pod_sandbox_status(
-    d: Services, req: pb.PodSandboxStatusRequest, ctx: object
+    d: Services, req: pb.PodSandboxStatusRequest
 ) -> pb.PodSandboxStatusResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 @rpc("StopPodSandbox")
 async def stop_pod_sandbox(
-    d: Services, req: pb.StopPodSandboxRequest, ctx: object
+    d: Services, req: pb.StopPodSandboxRequest
 ) -> pb.StopPodSandboxResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

@@ -29,7 +29,7 @@ def limits_from(res: pb.LinuxContainerResources) -> PodLimits:
 
 @rpc("UpdatePodSandboxResources")
 async def update_pod_sandbox_resources(
-    d: Services, req: pb.UpdatePodSandboxResourcesRequest, ctx: object
+    d: Services, req: pb.UpdatePodSandboxResourcesRequest
 ) -> pb.UpdatePodSandboxResourcesResponse:
     if not req.pod_sandbox_id:
         raise InvalidArgument("pod_sandbox_id: required")

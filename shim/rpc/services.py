@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from podsandbox.manager import SandboxManager
 from shim.config import Config
@@ -37,6 +37,8 @@ class Table(Protocol[R]):
     def memo(self, key: str, fn: Callable[[R], T], /) -> Callable[[R], T]: ...
 
     def answer(self, key: str, make: Callable[[], T], /) -> T: ...
+
+    def prepared(self, key: str, /) -> Any: ...
 
     def ids(self) -> builtins.list[str]: ...
 

@@ -10,7 +10,7 @@ from shim.rpc.services import Services
 
 
 @rpc("Status")
-async def status(d: Services, req: pb.StatusRequest, ctx: object) -> pb.StatusResponse:
+async def status(d: Services, req: pb.StatusRequest) -> pb.StatusResponse:
     runtime_ok, runtime_reason, runtime_msg = d.runtime_ready()
     net_ok, net_msg = await d.network_ready()
     conditions = [

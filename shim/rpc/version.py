@@ -13,7 +13,7 @@ RUNTIME_API_VERSION = "v1"
 
 
 @rpc("Version")
-async def version_rpc(d: Services, req: pb.VersionRequest, ctx: object) -> pb.VersionResponse:
+async def version_rpc(d: Services, req: pb.VersionRequest) -> pb.VersionResponse:
     return pb.VersionResponse(
         version=KUBELET_API_VERSION,
         runtime_name=RUNTIME_NAME,

@@ -71,6 +71,14 @@ class Repository(Generic[R]):
         self._answers[key] = (self._version, value)
         return value
 
+    def prepared(self, key: str) -> Any:
+        """What ``answer(key, ...)`` would return without making it: the kept value if the
+        table has not been written since, else None. Safe off the event loop (a gRPC server
+        thread): it reads two references; a write racing it makes it miss, never mix."""
+        hit = self._answers.get(key)
+        version = self._version
+        return hit[1] if hit is not None and hit[0] == version else None
+
     def resolve(self, id_or_prefix: str) -> str | None:
         """A full id, or a unique prefix of one (crictl users type prefixes)."""
         if not id_or_prefix:

@@ -70,27 +70,13 @@ def test_only_the_interceptor_maps_codes() -> None:
         assert "StatusCode" not in path.read_text(), path
 
 
-class _Context:
-    def __init__(self) -> None:
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
+def test_the_interceptor_refuses_with_the_mapped_code_and_the_message() -> None:
+    async def behavior(request: Any) -> Any:
+        raise errors.NotFound('pod sandbox "p1" not found')
 
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> Any:
-        self.aborted = (code, details)
-        raise grpc.aio.AbortError()
-
-    def code(self) -> None:
-        return None
-
-
-def test_the_interceptor_aborts_with_the_mapped_code_and_the_message() -> None:
-    ctx = _Context()
-    call = interceptor._Call("/runtime.v1.RuntimeService/PodSandboxStatus",
-                             pb.PodSandboxStatusRequest(pod_sandbox_id="p1"), ctx)  # type: ignore[arg-type]
-    with pytest.raises(grpc.aio.AbortError):
-        asyncio.run(call.fail(errors.NotFound('pod sandbox "p1" not found')))
-    call.finish()
-    assert ctx.aborted == (grpc.StatusCode.NOT_FOUND, 'pod sandbox "p1" not found')
-    assert call.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(interceptor.Refused) as info:
+        asyncio.run(interceptor.run_unary(
+            "/runtime.v1.RuntimeService/PodSandboxStatus", behavior,
+            pb.PodSandboxStatusRequest(pod_sandbox_id="p1"), ()))
+    assert (info.value.code, info.value.message) == \
+        (grpc.StatusCode.NOT_FOUND, 'pod sandbox "p1" not found')

@@ -12,8 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 EXCEPTIONS = Path(__file__).with_name("import_exceptions.txt")
 PACKAGES = ("shim", "podsandbox", "cni", "bench")
-# The RPC edge: the handlers, and the daemon that builds their Services and binds them.
-EDGE = ("shim.rpc", "shim.daemon", "shim.interceptor")
+# The RPC edge: the handlers, the daemon that builds their Services and binds them, the
+# interceptor and the server.
+EDGE = ("shim.rpc", "shim.daemon", "shim.interceptor", "shim.server")
 
 
 def _rules(importer: str, imported: str) -> str | None:

@@ -1,79 +1,64 @@
-"""shim/interceptor.py registers every method of a service wrapped once (no grpc
-ServerInterceptor on the call path), and the per-call bookkeeping it keeps cheap."""
+"""shim/interceptor.py: the bookkeeping around every handler (a log line, the outcome as a
+gRPC status), kept cheap."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 
 from shim import interceptor, log
 from shim.cri import api_pb2 as pb
-from shim.cri import api_pb2_grpc
+
+PATH = "/runtime.v1.RuntimeService/Version"
 
 
-class Server:
-    def __init__(self) -> None:
-        self.generic: list[Any] = []
-        self.registered: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self.generic.extend(handlers)
-
-    def add_registered_method_handlers(self, service: str,
-                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        self.registered[service] = handlers
+async def version(request: Any) -> pb.VersionResponse:
+    return pb.VersionResponse(runtime_name="tether")
 
 
-class Context:
-    def __init__(self) -> None:
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("x-request-id", "req-1"),)
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> Any:
-        self.aborted = (code, details)
-        raise grpc.aio.AbortError()
-
-    def code(self) -> None:
-        return None
-
-    def details(self) -> str:
-        return ""
-
-
-class Servicer(api_pb2_grpc.RuntimeServiceServicer):
-    async def Version(self, request: Any, context: Any) -> pb.VersionResponse:
-        return pb.VersionResponse(runtime_name="tether")
-
-
-def test_every_method_is_registered_wrapped() -> None:
-    server = Server()
-    interceptor.add_service(server, api_pb2_grpc.add_RuntimeServiceServicer_to_server,
-                            Servicer())
-    methods = pb.DESCRIPTOR.services_by_name["RuntimeService"].methods
-    handlers = server.registered["runtime.v1.RuntimeService"]
-    assert set(handlers) == {m.name for m in methods}
-    call = type("Details", (), {"method": "/runtime.v1.RuntimeService/Version"})()
-    assert server.generic[0].service(call) is handlers["Version"]
-    version = handlers["Version"]
-    # the wrapped handler answers; a body that does not decode is InvalidArgument, not UNKNOWN
-    req = version.request_deserializer(pb.VersionRequest(version="v1").SerializeToString())
-    resp = asyncio.run(version.unary_unary(req, Context()))
+def test_a_handler_answers_and_a_body_that_does_not_decode_is_invalid_argument() -> None:
+    decode = interceptor.safe(pb.VersionRequest.FromString)
+    req = decode(pb.VersionRequest(version="v1").SerializeToString())
+    resp = asyncio.run(interceptor.run_unary(PATH, version, req, (("x-request-id", "r1"),)))
     assert resp.runtime_name == "tether"
-    ctx = Context()
-    bad = version.request_deserializer(b"\xff\xff\xff")
-    with pytest.raises(grpc.aio.AbortError):
-        asyncio.run(version.unary_unary(bad, ctx))
-    assert ctx.aborted is not None and ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
+    bad = decode(b"\xff\xff\xff")
+    with pytest.raises(interceptor.Refused) as info:
+        asyncio.run(interceptor.run_unary(PATH, version, bad, ()))
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in info.value.message
 
 
-def test_a_service_that_registers_nothing_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="no method handlers"):
-        interceptor.add_service(Server(), lambda servicer, server: None, object())
+def test_a_bug_is_internal_naming_the_method() -> None:
+    async def broken(request: Any) -> Any:
+        raise KeyError("x")
+
+    with pytest.raises(interceptor.Refused) as info:
+        asyncio.run(interceptor.run_unary(PATH, broken, pb.VersionRequest(), ()))
+    assert info.value.code == grpc.StatusCode.INTERNAL
+    assert info.value.message.startswith("Version: internal error")
+
+
+def test_a_stream_closed_mid_way_ends_its_bookkeeping_in_its_own_context() -> None:
+    """The server closes a stream whose client left: the log context bound for it is reset
+    (in the context it was bound in: no ValueError) and nothing stays bound."""
+
+    async def items(request: Any) -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+
+    async def main() -> list[int]:
+        stream = interceptor.run_stream(PATH, items, pb.VersionRequest(), ())
+        got = [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()
+        assert "method" not in structlog.contextvars.get_contextvars()
+        return got
+
+    assert asyncio.run(main()) == [0, 1]
 
 
 def test_named_loggers_are_made_once_per_configuration() -> None:
@@ -82,3 +67,11 @@ def test_named_loggers_are_made_once_per_configuration() -> None:
     assert log.get("rpc") is a
     log.configure("debug", "json")  # a SIGHUP: the new level reaches the next RPC's line
     assert log.get("rpc") is not a
+
+
+def test_the_quiet_calls_are_read_only_cri_methods() -> None:
+    """Logged at debug when they succeed: each names a method, and none changes anything."""
+    methods = {m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    assert methods >= interceptor.QUIET
+    assert all(m.startswith(("List", "Stream", "Version", "Status", "RuntimeConfig", "Image"))
+               or m.endswith(("Status", "Stats")) for m in interceptor.QUIET)

@@ -97,8 +97,8 @@ def test_list_and_stream_answer_the_same_items(monkeypatch: Any) -> None:
                              lambda xs: ("chunk", list(xs)))
 
     async def run() -> tuple[Any, list[Any]]:
-        one = await registry.HANDLERS["ListThings"](None, "req-l", None)
-        chunks = [c async for c in registry.HANDLERS["StreamThings"](None, "req-s", None)]
+        one = await registry.HANDLERS["ListThings"](None, "req-l")
+        chunks = [c async for c in registry.HANDLERS["StreamThings"](None, "req-s")]
         return one, chunks
 
     one, chunks = asyncio.run(run())
