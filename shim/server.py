@@ -133,8 +133,8 @@ def _prepared(response: Any) -> bytes:
 
 class Server:
     """The CRI services of ``api_pb2`` on one unix socket, each method's handler run on
-    ``loop``. ``handlers[name]`` is ``(behavior, ready)``; a method without one is
-    UNIMPLEMENTED, said by ``unimplemented(service, name)``."""
+    ``loop``. ``handlers[name]`` is ``(behavior, ready)``; a method without one gets
+    ``unimplemented(service, name, server_streaming)``, which answers UNIMPLEMENTED."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, address: str,
                  handlers: dict[str, tuple[Behavior, Ready | None]],
