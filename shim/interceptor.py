@@ -1,7 +1,8 @@
-"""The one gRPC interceptor: request id, one log line per RPC, metrics, the RPC's span,
-errors to codes. Not a grpc ServerInterceptor: the server (``shim.server``) runs every handler
-through ``run_unary`` / ``run_stream`` on the event loop, and a call answered by one of its
-threads from a prepared response through ``answered_here``.
+"""The one gRPC interceptor: request id, one log line per RPC (at debug for the polled
+read-only calls, ``QUIET``), metrics, the RPC's span, errors to codes. Not a grpc
+ServerInterceptor: the server (``shim.server``) runs every handler through ``run_unary`` /
+``run_stream`` on the event loop, and a call answered by one of its threads from a prepared
+response through ``answered_here``.
 
 Handlers raise ``shim.errors.TetherError`` subclasses (defined in ``cni/errdefs.py``) carrying
 a neutral ``Code``; this is the only place that turns them into gRPC status codes
