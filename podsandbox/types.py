@@ -44,6 +44,10 @@ class IDMapping:
     def line(self) -> str:
         return f"{self.container_id} {self.host_id} {self.length}"
 
+    def covers(self, i: int) -> bool:
+        """Whether id ``i`` of the namespace is in this range."""
+        return self.container_id <= i < self.container_id + self.length
+
 
 @dataclass(frozen=True)
 class UserNamespace:

@@ -162,6 +162,15 @@ def _per_method(method: str) -> tuple[Any, Any]:
     return metrics.OPERATIONS.labels(method), metrics.OPERATION_LATENCY.labels(method)
 
 
+def _count(method: str, started: float) -> float:
+    """Count a call of ``method`` and its latency; returns the seconds it took."""
+    elapsed = time.monotonic() - started
+    operations, latency = _per_method(method)
+    operations.inc()
+    latency.observe(elapsed)
+    return elapsed
+
+
 class Refused(Exception):
     """An RPC's failure as the gRPC status its client gets (the server aborts with it)."""
 
@@ -207,10 +216,7 @@ class _Call:
         return Refused(self.code, f"{self.method}: internal error: {exc}")
 
     def finish(self) -> None:
-        elapsed = time.monotonic() - self.start
-        operations, latency = _per_method(self.method)
-        operations.inc()
-        latency.observe(elapsed)
+        elapsed = _count(self.method, self.start)
         logger = log.get("rpc")
         fields = dict(self.ids, code=self.code.name, duration_ms=round(elapsed * 1000, 3))
         if self.code != grpc.StatusCode.OK:
@@ -266,9 +272,6 @@ def answered_here(path: str, metadata: Metadata, started: float) -> None:
     polled call without ids: no span, the server takes that path only with tracing off; no
     log context to bind for a line logged at debug, if at all)."""
     method = path.rsplit("/", 1)[-1]
-    elapsed = time.monotonic() - started
-    operations, latency = _per_method(method)
-    operations.inc()
-    latency.observe(elapsed)
+    elapsed = _count(method, started)
     log.get("rpc").debug("rpc", method=method, request_id=_request_id(metadata), code="OK",
                          duration_ms=round(elapsed * 1000, 3))

@@ -32,6 +32,7 @@ from shim.config import Config
 from shim.containers import events, exec_sync
 from shim.containers.metrics import OOM_KILLS
 from shim.containers.types import ContainerDetails, CState
+from shim.containers.views import running_pid
 from shim.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -212,13 +213,11 @@ class ContainerManager(Lifecycle[ContainerRecord]):
         sc = config.security
         if sc.pid is PidMode.TARGET:
             target = self.get(sc.target_id)
-            td = target.details
-            if target.sandbox_id != pc.sandbox_id or td.pid is None or \
-                    not kernel.alive(td.pid.pid, td.pid.start_time):
+            target_pid = running_pid(target)
+            if target.sandbox_id != pc.sandbox_id or not target_pid:
                 raise FailedPrecondition(
                     f"linux.security_context.namespace_options.target_id: container "
                     f"{sc.target_id!r} is not running in this pod")
-            target_pid = td.pid.pid
         # off the event loop: it reads files a request names (a Localhost seccomp profile)
         with tracing.span("oci.spec", container_id=rec.id, runtime_handler=d.handler):
             doc = await asyncio.to_thread(

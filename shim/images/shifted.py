@@ -62,7 +62,7 @@ def shift_id(i: int, maps: tuple[IDMapping, ...]) -> int:
     too)."""
     for want in (i, OVERFLOW_ID):
         for m in maps:
-            if m.container_id <= want < m.container_id + m.length:
+            if m.covers(want):
                 return m.host_id + want - m.container_id
     return i
 

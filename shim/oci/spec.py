@@ -298,15 +298,12 @@ def generate(
 def _check_mapped(user: _users.User, pod: PodContext) -> None:
     """In a pod's own user namespace the first process's ids must be mapped: the runtime
     could not switch to them, and the container would fail to start."""
-    def mapped(i: int, maps: tuple[IDMapping, ...]) -> bool:
-        return any(m.container_id <= i < m.container_id + m.length for m in maps)
-
     for field, ids, maps in ((f"{SC}.run_as_user", (user.uid,), pod.uid_mappings),
                              (f"{SC}.run_as_group", (user.gid,), pod.gid_mappings),
                              (f"{SC}.supplemental_groups", user.additional_gids,
                               pod.gid_mappings)):
         for i in ids:
-            if not mapped(i, maps):
+            if not any(m.covers(i) for m in maps):
                 raise InvalidArgument(f"{field}: id {i} (as asked, or the image's) is not "
                                       "mapped in the pod's user namespace")
 

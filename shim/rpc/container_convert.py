@@ -260,15 +260,17 @@ def to_container(rec: ContainerRecord) -> pb.Container:
     )
 
 
+def _pb_mappings(maps: Iterable[IDMapping]) -> list[pb.IDMapping]:
+    return [pb.IDMapping(container_id=x.container_id, host_id=x.host_id, length=x.length)
+            for x in maps]
+
+
 def _pb_mount(m: Mount) -> pb.Mount:
     """A mount as CreateContainer gave it (an image volume's image_ref added)."""
     out = pb.Mount(
         container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
         selinux_relabel=m.selinux_relabel, propagation=_PROPAGATION_PB[m.propagation],
-        uidMappings=[pb.IDMapping(container_id=x.container_id, host_id=x.host_id,
-                                  length=x.length) for x in m.uid_mappings],
-        gidMappings=[pb.IDMapping(container_id=x.container_id, host_id=x.host_id,
-                                  length=x.length) for x in m.gid_mappings],
+        uidMappings=_pb_mappings(m.uid_mappings), gidMappings=_pb_mappings(m.gid_mappings),
         recursive_read_only=m.recursive_read_only, image_sub_path=m.image_sub_path,
         mount_options=m.mount_options)
     if m.image is not None:
